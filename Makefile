@@ -1,0 +1,51 @@
+# The two commands a newcomer types: `make run` and `make test`. Each creates
+# .venv and installs what it needs on first use.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+TOOLS := .tools
+BUF := $(TOOLS)/node_modules/.bin/buf
+
+.PHONY: run test test-unit test-e2e protos protos-check lint format bench clean
+
+$(INSTALLED): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(INSTALLED)
+
+$(BUF):
+	npm install --silent --no-audit --no-fund --prefix $(TOOLS) @bufbuild/buf@1
+
+run: $(INSTALLED)
+	$(VENV)/bin/blueprint up
+
+test: $(INSTALLED)
+	$(PY) -m pytest
+
+test-unit: $(INSTALLED)
+	$(PY) -m pytest tests/unit
+
+protos: $(INSTALLED)
+	$(PY) scripts/gen_protos.py
+
+protos-check: $(INSTALLED)
+	scripts/check_stubs_fresh.sh $(PY)
+
+lint: $(INSTALLED) $(BUF) protos-check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	cd protos && ../$(BUF) lint
+
+format: $(INSTALLED)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+bench: $(INSTALLED)
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) $(TOOLS) .blueprint .pytest_cache .mypy_cache .ruff_cache bench/results

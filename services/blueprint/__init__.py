@@ -1,0 +1,1 @@
+"""Blueprint: a system-design guide turned into a running gRPC service mesh."""

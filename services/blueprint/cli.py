@@ -1,0 +1,156 @@
+"""The `blueprint` command: serve a service, run the mesh, call it, look at it."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+from pydantic import ValidationError
+
+from blueprint.mesh.settings import Settings
+
+EXIT_USAGE = 2
+EXIT_RPC_FAILED = 1
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as error:
+        problems = "; ".join(
+            f"BLUEPRINT_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
+            for e in error.errors()
+        )
+        raise SystemExit(f"blueprint: bad settings: {problems}") from None
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from blueprint import catalog
+    from blueprint.local import state
+    from blueprint.mesh import logs
+    from blueprint.mesh.server import serve
+
+    settings = _settings()
+    try:
+        spec = catalog.spec(args.service)
+    except catalog.UnknownService as error:
+        print(f"blueprint serve: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    logs.configure(spec.name, settings.instance_id or spec.name)
+    asyncio.run(serve(spec, settings, redis_url=state.redis_url(settings)))
+    return 0
+
+
+def _up(args: argparse.Namespace) -> int:
+    from blueprint.local import up
+
+    logging.basicConfig(level=logging.WARNING)
+    return asyncio.run(up.run(_settings()))
+
+
+def _call(args: argparse.Namespace) -> int:
+    from blueprint.local import invoke
+
+    try:
+        target = invoke.resolve(args.service, args.method)
+        request = invoke.parse_request(target, args.body)
+        metadata = [_header(h) for h in args.header]
+    except invoke.CallError as error:
+        print(f"blueprint call: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    return asyncio.run(_call_async(args, target, request, metadata))
+
+
+def _header(text: str) -> tuple[str, str]:
+    from blueprint.local.invoke import CallError
+
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise CallError(f"header {text!r} is not NAME=VALUE")
+    return name.strip().lower(), value
+
+
+async def _call_async(args: argparse.Namespace, target: object, request: object, metadata: list[tuple[str, str]]) -> int:
+    import grpc.aio
+
+    from blueprint.local import invoke, state
+    from blueprint.mesh.client import MeshClient
+    from blueprint.mesh.discovery import open_registry
+
+    settings = _settings()
+    registry = open_registry(settings, redis_url=state.redis_url(settings))
+    mesh = MeshClient(settings, registry)
+    try:
+        async for response in invoke.call(
+            mesh, args.service, target, request, timeout=args.timeout, metadata=metadata  # type: ignore[arg-type]
+        ):
+            print(invoke.to_json(response), flush=True)
+        return 0
+    except invoke.CallError as error:
+        print(f"blueprint call: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except grpc.aio.AioRpcError as error:
+        print(f"blueprint call: {invoke.describe_error(error)}", file=sys.stderr)
+        return EXIT_RPC_FAILED
+    finally:
+        await mesh.close()
+        await registry.close()
+
+
+def _status(args: argparse.Namespace) -> int:
+    from blueprint.local import state, status
+    from blueprint.mesh.discovery import open_registry
+
+    settings = _settings()
+
+    async def run() -> str:
+        registry = open_registry(settings, redis_url=state.redis_url(settings))
+        try:
+            return await status.report(registry)
+        finally:
+            await registry.close()
+
+    print(asyncio.run(run()))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(
+        prog="blueprint", description="Blueprint: a system-design guide as a running gRPC mesh."
+    )
+    commands = root.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run one service (one replica) in the foreground")
+    serve.add_argument("service")
+    serve.set_defaults(run=_serve)
+
+    up = commands.add_parser("up", help="run every service as replicas, until Ctrl-C")
+    up.set_defaults(run=_up)
+
+    call = commands.add_parser("call", help="call a method through discovery and the balancer")
+    call.add_argument("service", help="discovery name, e.g. diag")
+    call.add_argument("method", help="method name, e.g. Echo")
+    call.add_argument("body", nargs="?", default="{}", help="request as JSON (default {})")
+    call.add_argument("--timeout", type=float, default=10.0, help="seconds (default 10)")
+    call.add_argument(
+        "-H", "--header", action="append", default=[], metavar="NAME=VALUE",
+        help="request metadata, e.g. -H x-blueprint-hash-key=user42",
+    )  # fmt: skip
+    call.set_defaults(run=_call)
+
+    status = commands.add_parser("status", help="list the instances in discovery")
+    status.set_defaults(run=_status)
+    return root
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    code: int = args.run(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Diagnostics: the mesh's test subject (echo, slow work, chosen failures, streams)."""

@@ -1,0 +1,22 @@
+"""Spending time on purpose, the two ways a replica can be slow."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+
+async def sleep_for(seconds: float) -> None:
+    """Slow, but leaves the process free: other calls keep being served."""
+    await asyncio.sleep(seconds)
+
+
+async def burn_cpu_for(seconds: float) -> None:
+    """Slow and busy: spins in short slices, yielding between them so the
+    server can still answer health checks, as a CPU-bound handler would."""
+    deadline = time.perf_counter() + seconds
+    while (now := time.perf_counter()) < deadline:
+        slice_end = min(deadline, now + 0.005)
+        while time.perf_counter() < slice_end:
+            pass
+        await asyncio.sleep(0)

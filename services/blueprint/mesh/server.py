@@ -1,0 +1,168 @@
+"""The server runtime every service runs in: `blueprint serve NAME`.
+
+One `serve` builds everything and passes it in: the gRPC server with the
+standard health and reflection services, the error-mapping interceptor, a
+Prometheus `/metrics` port, a mesh client for calling other services, and
+discovery registration. SIGTERM drains gracefully: NOT_SERVING, deregister,
+wait one propagation interval so clients stop picking us, then let in-flight
+calls finish within the grace period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+import grpc
+import grpc.aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import start_http_server
+
+from blueprint.mesh.client import MeshClient
+from blueprint.mesh.discovery import Instance, Registry, open_registry
+from blueprint.mesh.interceptors import ErrorMappingInterceptor
+from blueprint.mesh.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServingContext:
+    """What a service's wiring receives: its identity, settings and the mesh."""
+
+    service: str
+    instance_id: str
+    settings: Settings
+    mesh: MeshClient
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """How to put one service on a server."""
+
+    name: str  # the discovery name, e.g. "diag"
+    grpc_services: Sequence[str]  # fully-qualified names, e.g. "blueprint.diag.v1.Diagnostics"
+    add_to_server: Callable[[grpc.aio.Server, ServingContext], Awaitable[None]]
+
+
+def _server_options(settings: Settings) -> list[tuple[str, int]]:
+    age_ms = int(settings.max_connection_age_seconds * 1000)
+    return [
+        # Clients outside the mesh hold one connection; ageing it out lets
+        # them re-resolve and spread over replicas (and over a new colour).
+        ("grpc.max_connection_age_ms", age_ms),
+        ("grpc.max_connection_age_grace_ms", int(settings.drain_grace_seconds * 1000)),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ("grpc.so_reuseport", 0),
+    ]
+
+
+class Runtime:
+    """A started server: address, ports, and the graceful stop sequence."""
+
+    def __init__(
+        self,
+        spec: ServiceSpec,
+        settings: Settings,
+        registry: Registry,
+        *,
+        owns_registry: bool = True,
+    ) -> None:
+        self.spec = spec
+        self.settings = settings
+        self.registry = registry
+        self._owns_registry = owns_registry
+        self.server = grpc.aio.server(
+            interceptors=[ErrorMappingInterceptor()], options=_server_options(settings)
+        )
+        self.health = HealthServicer()
+        self.mesh = MeshClient(settings, registry)
+        self.port = 0
+        self.metrics_port = 0
+        self.instance: Instance | None = None
+        self._metrics_server: object | None = None
+
+    async def start(self) -> Instance:
+        settings = self.settings
+        self.port = self.server.add_insecure_port(f"{settings.bind_host}:{settings.port}")
+        if self.port == 0:
+            raise RuntimeError(f"cannot bind {settings.bind_host}:{settings.port}")
+        instance_id = settings.instance_id or (
+            f"{self.spec.name}-{socket.gethostname()}-{self.port}"
+        )
+        context = ServingContext(self.spec.name, instance_id, settings, self.mesh)
+        await self.spec.add_to_server(self.server, context)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            [*self.spec.grpc_services, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+             reflection.SERVICE_NAME],
+            self.server,
+        )
+        metrics_server, _ = start_http_server(settings.metrics_port, addr=settings.bind_host)
+        self._metrics_server = metrics_server
+        self.metrics_port = metrics_server.server_port
+        await self.server.start()
+        for name in ("", *self.spec.grpc_services):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self.instance = Instance(
+            service=self.spec.name,
+            instance_id=instance_id,
+            address=f"{settings.advertise_host}:{self.port}",
+            weight=settings.weight,
+            metadata={"metrics_port": str(self.metrics_port)},
+        )
+        await self.registry.register(self.instance)
+        log.info(
+            "serving",
+            extra={
+                "address": self.instance.address,
+                "metrics_port": self.metrics_port,
+                "grpc_services": list(self.spec.grpc_services),
+            },
+        )
+        return self.instance
+
+    async def stop(self) -> None:
+        """The graceful sequence; every step runs even if an earlier one failed."""
+        await self.health.enter_graceful_shutdown()
+        if self.instance is not None:
+            try:
+                await self.registry.deregister(self.instance)
+            except Exception:  # a lease that lapses does the same job, later
+                log.exception("deregistration failed; the lease will expire instead")
+        await asyncio.sleep(self.settings.propagation_seconds)
+        log.info("draining", extra={"grace_seconds": self.settings.drain_grace_seconds})
+        await self.server.stop(self.settings.drain_grace_seconds)
+        await self.mesh.close()
+        if self._owns_registry:
+            await self.registry.close()
+        if self._metrics_server is not None:
+            shutdown = getattr(self._metrics_server, "shutdown", None)
+            if shutdown is not None:
+                await asyncio.to_thread(shutdown)
+        log.info("stopped")
+
+
+async def serve(spec: ServiceSpec, settings: Settings, *, redis_url: str | None = None) -> None:
+    """Run `spec` until SIGTERM or SIGINT, then stop gracefully."""
+    runtime = Runtime(spec, settings, open_registry(settings, redis_url=redis_url))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await runtime.start()
+        await stop.wait()
+    finally:
+        with contextlib.suppress(Exception):
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(signum)
+        await runtime.stop()

@@ -1,0 +1,86 @@
+"""One typed settings object, read from `BLUEPRINT_*` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+BalancerName = Literal[
+    "round_robin",
+    "weighted_round_robin",
+    "least_connections",
+    "least_response_time",
+    "p2c_peak_ewma",
+    "consistent_hash",
+    "random",
+]
+
+
+class Settings(BaseSettings):
+    """Everything a Blueprint process can be told; defaults suit one machine.
+
+    Nested values (dicts) are given as JSON, e.g.
+    `BLUEPRINT_BALANCERS='{"diag": "round_robin"}'`.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="BLUEPRINT_", extra="ignore", frozen=True)
+
+    # Discovery
+    discovery: Literal["redis", "static", "memory"] = "redis"
+    redis_url: str | None = Field(
+        default=None, description="Redis for discovery; unset: the one `blueprint up` started"
+    )
+    redis_prefix: str = Field(default="blueprint", min_length=1, pattern=r"^[A-Za-z0-9_.:-]+$")
+    lease_ttl_seconds: float = Field(
+        default=3.0, gt=0.2, le=300, description="an instance not heard from this long is gone"
+    )
+    resync_seconds: float = Field(
+        default=0.5, gt=0, le=60, description="full re-read of the registry, as pub/sub drops"
+    )
+    static_endpoints: dict[str, list[str]] = Field(
+        default_factory=dict, description='static discovery: {"diag": ["127.0.0.1:50051"]}'
+    )
+
+    # Serving
+    bind_host: str = "127.0.0.1"
+    advertise_host: str = Field(default="127.0.0.1", description="the address others dial")
+    port: int = Field(default=0, ge=0, le=65535, description="0 picks a free port")
+    metrics_port: int = Field(default=0, ge=0, le=65535, description="0 picks a free port")
+    instance_id: str | None = None
+    weight: int = Field(default=1, ge=1, le=1000, description="share for weighted balancing")
+    drain_grace_seconds: float = Field(
+        default=10.0, ge=0, le=300, description="in-flight calls get this long after SIGTERM"
+    )
+    propagation_seconds: float = Field(
+        default=1.0, ge=0, le=60, description="wait after deregistering, so clients notice"
+    )
+    max_connection_age_seconds: float = Field(
+        default=30.0, gt=0, description="re-spreads long-lived connections of mesh-less clients"
+    )
+
+    # Client
+    balancer: BalancerName = "p2c_peak_ewma"
+    balancers: dict[str, BalancerName] = Field(
+        default_factory=dict, description="per target service, overriding `balancer`"
+    )
+    hash_key_header: str = Field(default="x-blueprint-hash-key", pattern=r"^[a-z0-9_.-]+$")
+    default_timeout_seconds: float = Field(default=10.0, gt=0, le=3600)
+
+    # Local runs (`blueprint up`)
+    replicas: int = Field(default=2, ge=1, le=32)
+    state_dir: Path = Path(".blueprint")
+
+    # Diagnostics service: multiplies Work durations, to make one replica slow.
+    diag_slowdown: float = Field(default=1.0, ge=0, le=1000)
+
+    @model_validator(mode="after")
+    def _heartbeat_fits_lease(self) -> Settings:
+        if self.resync_seconds > self.lease_ttl_seconds:
+            raise ValueError("resync_seconds must not exceed lease_ttl_seconds")
+        return self
+
+    def balancer_for(self, service: str) -> BalancerName:
+        return self.balancers.get(service, self.balancer)
