@@ -73,7 +73,9 @@ def _header(text: str) -> tuple[str, str]:
     return name.strip().lower(), value
 
 
-async def _call_async(args: argparse.Namespace, target: object, request: object, metadata: list[tuple[str, str]]) -> int:
+async def _call_async(
+    args: argparse.Namespace, target: object, request: object, metadata: list[tuple[str, str]]
+) -> int:
     import grpc.aio
 
     from blueprint.local import invoke, state
@@ -85,7 +87,12 @@ async def _call_async(args: argparse.Namespace, target: object, request: object,
     mesh = MeshClient(settings, registry)
     try:
         async for response in invoke.call(
-            mesh, args.service, target, request, timeout=args.timeout, metadata=metadata  # type: ignore[arg-type]
+            mesh,
+            args.service,
+            target,
+            request,
+            timeout=args.timeout,
+            metadata=metadata,  # type: ignore[arg-type]
         ):
             print(invoke.to_json(response), flush=True)
         return 0

@@ -31,16 +31,12 @@ def check_work(duration: timedelta, kind: int, known_kinds: set[int]) -> None:
 
 def check_fail(code: int) -> None:
     checks = FieldChecks()
-    checks.require(
-        code in FAILABLE_CODES, "code", "must be a non-OK gRPC status code, 1 to 16"
-    )
+    checks.require(code in FAILABLE_CODES, "code", "must be a non-OK gRPC status code, 1 to 16")
     checks.raise_if_any()
 
 
 def check_ticks(count: int, interval: timedelta) -> None:
     checks = FieldChecks()
     checks.require(1 <= count <= MAX_TICKS, "count", f"must be 1 to {MAX_TICKS}")
-    checks.require(
-        timedelta(0) <= interval <= MAX_TICK_INTERVAL, "interval", "must be 0 to 10 s"
-    )
+    checks.require(timedelta(0) <= interval <= MAX_TICK_INTERVAL, "interval", "must be 0 to 10 s")
     checks.raise_if_any()

@@ -63,13 +63,16 @@ def parse_request(target: Target, body: str) -> message.Message:
     try:
         json_format.ParseDict(data, request)
     except json_format.ParseError as error:
-        # json_format names the field and message: "Message type ... has no field named ..."
-        raise CallError(f"invalid request for {target.method.full_name}: {error}") from None
+        # json_format names the field; its hint of the known fields goes on the same line.
+        reason = " ".join(str(error).split())
+        raise CallError(f"invalid request for {target.method.full_name}: {reason}") from None
     return request
 
 
 def to_json(response: message.Message) -> str:
-    return json_format.MessageToJson(response, indent=None, always_print_fields_with_no_presence=True)
+    return json_format.MessageToJson(
+        response, indent=None, always_print_fields_with_no_presence=True
+    )
 
 
 def describe_error(error: grpc.aio.AioRpcError) -> str:

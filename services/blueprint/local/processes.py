@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -38,7 +39,7 @@ def spawn(argv: Sequence[str], env: Mapping[str, str], log_path: Path) -> subpro
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # our signals, our order: not the terminal's Ctrl-C
-            preexec_fn=_die_with_parent if os.name == "posix" else None,  # noqa: PLW1509
+            preexec_fn=_die_with_parent if os.name == "posix" else None,
         )
 
 
@@ -49,10 +50,8 @@ def stop_all(children: Sequence[subprocess.Popen[bytes]], grace_seconds: float) 
             child.send_signal(signal.SIGTERM)
     deadline = time.monotonic() + grace_seconds
     for child in children:
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             child.wait(timeout=max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            pass
     killed = []
     for child in children:
         if child.poll() is None:

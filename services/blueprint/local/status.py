@@ -32,7 +32,14 @@ async def report(registry: Registry) -> str:
     healths = await asyncio.gather(*(health_of(i.address) for i in instances))
     rows = [("SERVICE", "INSTANCE", "ADDRESS", "WEIGHT", "HEALTH", "METRICS PORT")]
     rows += [
-        (i.service, i.instance_id, i.address, str(i.weight), health, i.metadata.get("metrics_port", "-"))
+        (
+            i.service,
+            i.instance_id,
+            i.address,
+            str(i.weight),
+            health,
+            i.metadata.get("metrics_port", "-"),
+        )
         for i, health in zip(instances, healths, strict=True)
     ]
     widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]

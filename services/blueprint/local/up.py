@@ -9,6 +9,7 @@ or SIGTERM stops all of it gracefully, leaving no process behind.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -88,7 +89,13 @@ async def _wait_healthy(replicas: list[Replica], timeout: float) -> None:
 def _table(replicas: list[Replica], redis_url: str, embedded: bool) -> str:
     rows = [("SERVICE", "REPLICA", "ADDRESS", "HEALTH", "METRICS")]
     rows += [
-        (r.service, r.instance_id, r.address, r.health, f"http://127.0.0.1:{r.metrics_port}/metrics")
+        (
+            r.service,
+            r.instance_id,
+            r.address,
+            r.health,
+            f"http://127.0.0.1:{r.metrics_port}/metrics",
+        )
         for r in replicas
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
@@ -98,7 +105,7 @@ def _table(replicas: list[Replica], redis_url: str, embedded: bool) -> str:
         "",
         f"discovery: {redis_url} ({where})",
         "try, in another shell:  . .venv/bin/activate && "
-        "blueprint call diag Echo '{\"payload\":\"hi\"}'",
+        'blueprint call diag Echo \'{"payload":"hi"}\'',
         "Ctrl-C stops everything.",
     ]
     return "\n".join(lines)
@@ -122,10 +129,8 @@ async def _supervise(replicas: list[Replica], redis_url: str, stop: asyncio.Even
             elif now - replica.exited_at >= RESTART_BACKOFF_SECONDS * (1 + replica.restarts):
                 replica.restarts += 1
                 _start(replica, redis_url)
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 0.5)
-        except TimeoutError:
-            pass
 
 
 async def run(settings: Settings) -> int:

@@ -27,7 +27,7 @@ Metadata = Any  # grpc.aio.Metadata or a sequence of (key, value) pairs
 
 def _unavailable(details: str) -> grpc.aio.AioRpcError:
     return grpc.aio.AioRpcError(
-        grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(), details
+        grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(), details, None
     )
 
 

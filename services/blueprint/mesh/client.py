@@ -18,9 +18,9 @@ StubT = TypeVar("StubT")
 class MeshClient:
     """One per process: a pool (discovery watch + channels + balancer) per target service.
 
-        client = MeshClient(settings, registry)
-        diag = client.stub("diag", DiagnosticsStub)
-        reply = await diag.Echo(EchoRequest(payload="hi"))
+    client = MeshClient(settings, registry)
+    diag = client.stub("diag", DiagnosticsStub)
+    reply = await diag.Echo(EchoRequest(payload="hi"))
     """
 
     def __init__(self, settings: Settings, registry: Registry) -> None:

@@ -13,10 +13,10 @@ from blueprint.mesh.errors import DomainError
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+Handler = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
 
 
-class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
+class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """Turns DomainErrors into their statuses and logs anything else as a bug (INTERNAL).
 
     Only unary responses are wrapped here; streaming handlers raise DomainError
@@ -26,9 +26,11 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]
+        ],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[Any, Any]:
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
@@ -48,21 +50,21 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
 
 
 def _map_unary(behaviour: Any) -> Any:
-    async def mapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def mapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         try:
             return await behaviour(request, context)
         except DomainError as error:
-            await context.abort_with_status(error.to_status())
+            await context.abort_with_status(error.to_status())  # type: ignore[attr-defined]
 
     return mapped
 
 
 def _map_stream(behaviour: Any) -> Any:
-    async def mapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def mapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         try:
             async for response in behaviour(request, context):
                 yield response
         except DomainError as error:
-            await context.abort_with_status(error.to_status())
+            await context.abort_with_status(error.to_status())  # type: ignore[attr-defined]
 
     return mapped

@@ -24,9 +24,7 @@ class JsonFormatter(logging.Formatter):
             **self._static,
         }
         # Anything passed with `extra=` becomes a field of its own.
-        entry.update(
-            {k: v for k, v in vars(record).items() if k not in _STANDARD_ATTRIBUTES}
-        )
+        entry.update({k: v for k, v in vars(record).items() if k not in _STANDARD_ATTRIBUTES})
         if record.exc_info:
             entry["error"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)

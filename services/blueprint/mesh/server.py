@@ -102,8 +102,11 @@ class Runtime:
         await self.spec.add_to_server(self.server, context)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
-            [*self.spec.grpc_services, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-             reflection.SERVICE_NAME],
+            [
+                *self.spec.grpc_services,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ],
             self.server,
         )
         metrics_server, _ = start_http_server(settings.metrics_port, addr=settings.bind_host)

@@ -45,5 +45,5 @@ class Registry(abc.ABC):
     def watch(self, service: str) -> AsyncIterator[list[Instance]]:
         """Snapshots of `service`'s instances, one per change."""
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 - optional: most backends hold nothing
         """Release connections and stop heartbeats."""

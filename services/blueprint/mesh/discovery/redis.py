@@ -181,7 +181,9 @@ class RedisRegistry(Registry):
         return sorted(found, key=lambda i: i.instance_id)
 
     async def services(self) -> list[str]:
-        names = await self._redis.smembers(f"{self._prefix}:discovery:services")
+        names: set[str] = await self._redis.smembers(  # type: ignore[assignment]
+            f"{self._prefix}:discovery:services"
+        )
         live = []
         for name in sorted(names):
             if await self.instances(name):
@@ -229,7 +231,7 @@ class RedisRegistry(Registry):
                 backoff = min(backoff * 2, 5.0)
             finally:
                 with contextlib.suppress(RedisError):
-                    await pubsub.aclose()
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def close(self) -> None:
         tasks = [*self._heartbeats.values(), *([self._listener] if self._listener else [])]
