@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TypeVar, cast
+
+import grpc.aio
 
 from blueprint.mesh.balancers import make_balancer
 from blueprint.mesh.channel import CallRouter, MeshChannel
@@ -47,8 +49,13 @@ class MeshClient:
         """A channel-like object for generated stubs or hand-built multicallables."""
         return MeshChannel(self.router(service))
 
-    def stub(self, service: str, stub_class: Callable[[Any], StubT]) -> StubT:
-        return stub_class(self.channel(service))
+    def stub(self, service: str, stub_class: Callable[[grpc.aio.Channel], StubT]) -> StubT:
+        """A generated stub whose calls go through the mesh.
+
+        Typed as taking an aio channel, so mypy-protobuf's overloads give the
+        async stub type (`DiagnosticsAsyncStub`): calls are awaited.
+        """
+        return stub_class(cast(grpc.aio.Channel, self.channel(service)))
 
     async def wait_for_endpoints(self, service: str, timeout: float) -> bool:
         return await self.router(service).pool.wait_for_endpoints(timeout)

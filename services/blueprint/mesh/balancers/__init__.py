@@ -1,0 +1,163 @@
+"""Client-side balancers, built by name through documented factory functions.
+
+Selection (which endpoint) and load metric (how busy it is) vary
+independently: each balancer names its metric through `new_load`.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from blueprint.mesh.balancers.base import NOTHING_EXCLUDED, Balancer
+from blueprint.mesh.balancers.consistent_hash import ConsistentHash
+from blueprint.mesh.balancers.least_connections import LeastConnections
+from blueprint.mesh.balancers.least_response_time import LeastResponseTime
+from blueprint.mesh.balancers.load import Clock, Ewma, PeakEwma, PendingRequests
+from blueprint.mesh.balancers.p2c import P2CPeakEwma
+from blueprint.mesh.balancers.random_choice import RandomChoice
+from blueprint.mesh.balancers.round_robin import RoundRobin
+from blueprint.mesh.balancers.weighted_round_robin import WeightedRoundRobin
+
+if TYPE_CHECKING:
+    from blueprint.mesh.settings import BalancerName
+
+__all__ = [
+    "NOTHING_EXCLUDED",
+    "Balancer",
+    "ConsistentHash",
+    "Ewma",
+    "LeastConnections",
+    "LeastResponseTime",
+    "P2CPeakEwma",
+    "PeakEwma",
+    "PendingRequests",
+    "RandomChoice",
+    "RoundRobin",
+    "WeightedRoundRobin",
+    "consistent_hash",
+    "least_connections",
+    "least_response_time",
+    "make_balancer",
+    "p2c_peak_ewma",
+    "random_choice",
+    "round_robin",
+    "weighted_round_robin",
+]
+
+# Linkerd's default: about one in-cluster RPC, so an endpoint never yet heard
+# from is assumed neither free (and flooded) nor slow (and starved).
+DEFAULT_INITIAL_RTT_SECONDS = 0.030
+
+
+def _rng(rng: random.Random | None) -> random.Random:
+    # A private generator per balancer, never the module-global one, so no
+    # other code's draws change the picks and tests can seed it.
+    return rng if rng is not None else random.Random()
+
+
+def _clock(clock: Clock | None) -> Clock:
+    # Monotonic: a wall-clock step must not make latencies negative.
+    return clock if clock is not None else time.monotonic
+
+
+def round_robin(rng: random.Random | None = None) -> RoundRobin:
+    """Each endpoint in turn; it reads neither load nor weight.
+
+    rng: chooses where the rotation starts; default a fresh `random.Random()`,
+    so clients that each make few calls still spread them.
+    """
+    return RoundRobin(_rng(rng))
+
+
+def weighted_round_robin() -> WeightedRoundRobin:
+    """nginx's smooth weighted rotation by `Instance.weight`; the weights are the parameters."""
+    return WeightedRoundRobin()
+
+
+def least_connections(rng: random.Random | None = None) -> LeastConnections:
+    """Fewest calls in flight.
+
+    rng: breaks ties; default a fresh `random.Random()`, so idle endpoints
+    share the first calls rather than all going to one.
+    """
+    return LeastConnections(_rng(rng))
+
+
+def least_response_time(
+    decay_seconds: float = 2.0,
+    initial_rtt_seconds: float = DEFAULT_INITIAL_RTT_SECONDS,
+    rng: random.Random | None = None,
+    clock: Clock | None = None,
+) -> LeastResponseTime:
+    """Lowest average latency x (calls in flight + 1).
+
+    decay_seconds: 2 s, shorter than p2c's 10 s because a plain average has no
+        peak rule to catch a slowdown: it must follow a change within seconds,
+        yet still smooths over the tens of calls a second a busy client makes.
+    initial_rtt_seconds: 30 ms, Linkerd's default: a new endpoint is neither
+        free nor slow.
+    rng: breaks ties (a fresh `random.Random()` by default).
+    clock: `time.monotonic` by default; inject a fake one in tests.
+    """
+    return LeastResponseTime(decay_seconds, initial_rtt_seconds, _rng(rng), _clock(clock))
+
+
+def p2c_peak_ewma(
+    decay_seconds: float = 10.0,
+    initial_rtt_seconds: float = DEFAULT_INITIAL_RTT_SECONDS,
+    rng: random.Random | None = None,
+    clock: Clock | None = None,
+) -> P2CPeakEwma:
+    """The cheaper of two random endpoints by peak-EWMA latency x (calls in flight + 1).
+
+    decay_seconds: 10 s, Finagle's and Linkerd's default: long enough to
+        remember a slow spell, short enough to forgive it and probe again.
+    initial_rtt_seconds: 30 ms, Linkerd's default: a new endpoint is neither
+        free (flooded) nor slow (starved) before its first answer.
+    rng: draws the two candidates (a fresh `random.Random()` by default).
+    clock: `time.monotonic` by default; inject a fake one in tests.
+    """
+    return P2CPeakEwma(decay_seconds, initial_rtt_seconds, _rng(rng), _clock(clock))
+
+
+def consistent_hash(virtual_nodes: int = 160, rng: random.Random | None = None) -> ConsistentHash:
+    """Key affinity on a hash ring.
+
+    virtual_nodes: points per unit of weight; 160 as in ketama (libmemcached):
+        each endpoint's share of keys then varies by roughly 1/sqrt(160), about
+        8 %, while the ring of a few dozen endpoints stays a few thousand ints.
+    rng: chooses for calls that carry no key (a fresh `random.Random()` by default).
+    """
+    return ConsistentHash(virtual_nodes, _rng(rng))
+
+
+def random_choice(rng: random.Random | None = None) -> RandomChoice:
+    """Uniform random; rng defaults to a fresh `random.Random()`."""
+    return RandomChoice(_rng(rng))
+
+
+_FACTORIES: dict[str, Callable[[random.Random | None, Clock | None], Balancer]] = {
+    "round_robin": lambda rng, clock: round_robin(rng),
+    "weighted_round_robin": lambda rng, clock: weighted_round_robin(),
+    "least_connections": lambda rng, clock: least_connections(rng=rng),
+    "least_response_time": lambda rng, clock: least_response_time(rng=rng, clock=clock),
+    "p2c_peak_ewma": lambda rng, clock: p2c_peak_ewma(rng=rng, clock=clock),
+    "consistent_hash": lambda rng, clock: consistent_hash(rng=rng),
+    "random": lambda rng, clock: random_choice(rng=rng),
+}
+
+
+def make_balancer(
+    name: BalancerName,
+    *,
+    rng: random.Random | None = None,
+    clock: Callable[[], float] | None = None,
+) -> Balancer:
+    """The balancer called `name`, with its factory's defaults."""
+    factory = _FACTORIES.get(name)
+    if factory is None:
+        raise ValueError(f"unknown balancer {name!r}; known: {', '.join(sorted(_FACTORIES))}")
+    return factory(rng, clock)
