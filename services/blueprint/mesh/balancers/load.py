@@ -56,7 +56,7 @@ class Ewma:
     after a long silence counts almost fully.
     """
 
-    __slots__ = ("_clock", "_decay", "_rtt", "_stamp", "outstanding")
+    __slots__ = ("_clock", "_decay", "_measured", "_rtt", "_stamp", "outstanding")
 
     def __init__(
         self,
@@ -68,6 +68,10 @@ class Ewma:
         self._rtt = positive_seconds("initial_rtt_seconds", initial_rtt_seconds)
         self._clock = clock
         self._stamp = clock()
+        # The initial RTT only stands in until the first answer. Blended in by
+        # time weight, it would linger for about `decay` at a high call rate
+        # and make a fast new endpoint look as slow as the default.
+        self._measured = False
         self.outstanding: int = 0
 
     def rtt_seconds(self) -> float:
@@ -81,6 +85,9 @@ class Ewma:
         if self.outstanding > 0:
             self.outstanding -= 1
         now = self._clock()
+        if not self._measured:
+            self._rtt, self._stamp, self._measured = _sample(rtt_seconds), now, True
+            return
         elapsed = now - self._stamp
         w = math.exp(-elapsed / self._decay) if elapsed > 0.0 else 1.0
         self._rtt = self._rtt * w + _sample(rtt_seconds) * (1.0 - w)
@@ -104,7 +111,7 @@ class PeakEwma:
     stale evidence. The decay is computed on read, so reading mutates nothing.
     """
 
-    __slots__ = ("_clock", "_decay", "_rtt", "_stamp", "outstanding")
+    __slots__ = ("_clock", "_decay", "_measured", "_rtt", "_stamp", "outstanding")
 
     def __init__(
         self,
@@ -116,6 +123,10 @@ class PeakEwma:
         self._rtt = positive_seconds("initial_rtt_seconds", initial_rtt_seconds)
         self._clock = clock
         self._stamp = clock()
+        # The initial RTT only stands in until the first answer. Blended in by
+        # time weight, it would linger for about `decay` at a high call rate
+        # and make a fast new endpoint look as slow as the default.
+        self._measured = False
         self.outstanding: int = 0
 
     def rtt_seconds(self) -> float:
@@ -130,6 +141,9 @@ class PeakEwma:
         if self.outstanding > 0:
             self.outstanding -= 1
         now = self._clock()
+        if not self._measured:
+            self._rtt, self._stamp, self._measured = _sample(rtt_seconds), now, True
+            return
         elapsed = now - self._stamp
         w = math.exp(-elapsed / self._decay) if elapsed > 0.0 else 1.0
         current = self._rtt * w  # what a read just before this sample showed

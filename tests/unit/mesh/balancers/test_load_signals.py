@@ -73,7 +73,9 @@ def test_ewma_weights_a_sample_by_the_time_since_the_last(
     initial: float, rtt: float, decay: float, elapsed: float
 ) -> None:
     clock = FakeClock()
-    load = Ewma(decay, initial, clock)
+    load = Ewma(decay, 1.0, clock)
+    load.finish(initial)  # the first answer replaces the default outright
+    assert load.rtt_seconds() == initial
     clock.advance(elapsed)
     load.finish(rtt)
     w = math.exp(-elapsed / decay)
@@ -172,3 +174,14 @@ def test_parameters_are_validated(
 ) -> None:
     with pytest.raises(ValueError):
         kind(decay, initial, FakeClock())
+
+
+@pytest.mark.parametrize("kind", [Ewma, PeakEwma])
+def test_the_first_answer_replaces_the_initial_rtt(kind: type[Ewma | PeakEwma]) -> None:
+    # At a high call rate a time-weighted blend would keep the default for about
+    # `decay` seconds; a fast new endpoint must look fast after its first answer.
+    clock = FakeClock()
+    load = kind(10.0, 0.030, clock)
+    clock.advance(0.001)
+    load.finish(0.002)
+    assert load.rtt_seconds() == pytest.approx(0.002)

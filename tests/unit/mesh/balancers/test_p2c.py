@@ -21,9 +21,11 @@ STATISTICAL = settings(max_examples=25, deadline=None, derandomize=True)
 seeds = st.integers(0, 2**32)
 
 
-def balancer_with(n: int, seed: int) -> tuple[P2CPeakEwma, list[Endpoint], FakeClock]:
+def balancer_with(
+    n: int, seed: int, decay_seconds: float = 1.0
+) -> tuple[P2CPeakEwma, list[Endpoint], FakeClock]:
     clock = FakeClock()
-    balancer = p2c_peak_ewma(rng=random.Random(seed), clock=clock)
+    balancer = p2c_peak_ewma(decay_seconds, rng=random.Random(seed), clock=clock)
     members = endpoints(balancer, [1] * n)
     balancer.update(members)
     return balancer, members, clock
@@ -79,7 +81,7 @@ def test_a_ten_times_slower_endpoint_gets_a_small_share(n: int, seed: int) -> No
 
 
 def test_an_idle_slow_endpoint_is_tried_again_after_its_peak_decays() -> None:
-    balancer, (slow, fast), clock = balancer_with(2, seed=1)
+    balancer, (slow, fast), clock = balancer_with(2, seed=1, decay_seconds=10.0)
     slow.load.finish(1.0)
     fast.load.finish(0.010)
     tried_again_after = None

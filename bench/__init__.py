@@ -1,0 +1,1 @@
+"""Benchmarks of the mesh client: `python -m bench [overhead|balancers] [--quick]`."""

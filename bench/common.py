@@ -1,0 +1,274 @@
+"""What both benchmarks share: diag servers, a closed-loop driver, percentiles, tables, JSON."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TypeVar
+
+import grpc
+import grpc.aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from blueprint.local.processes import free_port
+
+# Overridable so the smoke test leaves the working tree alone.
+RESULTS_DIR = Path(
+    os.environ.get("BLUEPRINT_BENCH_RESULTS", Path(__file__).resolve().parent / "results")
+)
+LOG_DIR = RESULTS_DIR / "logs"
+
+ReplyT = TypeVar("ReplyT")
+
+
+# --- diag server processes -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DiagServer:
+    instance_id: str
+    port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+def _server_env(instance_id: str, port: int, extra: Mapping[str, str]) -> dict[str, str]:
+    # The caller's BLUEPRINT_* settings would make runs differ between shells.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BLUEPRINT_")}
+    env.update(
+        BLUEPRINT_DISCOVERY="static",  # clients are handed the address; nothing to announce
+        BLUEPRINT_PORT=str(port),
+        BLUEPRINT_METRICS_PORT=str(free_port()),
+        BLUEPRINT_INSTANCE_ID=instance_id,
+        # No other clients need telling, so stopping need not wait for them.
+        BLUEPRINT_PROPAGATION_SECONDS="0",
+        BLUEPRINT_DRAIN_GRACE_SECONDS="1",
+        # The default 30 s age would send GOAWAY mid-run, and the reconnect
+        # would be charged to whichever mode happened to be running.
+        BLUEPRINT_MAX_CONNECTION_AGE_SECONDS="3600",
+    )
+    env.update(extra)
+    return env
+
+
+def _spawn(instance_id: str, extra: Mapping[str, str]) -> DiagServer:
+    port = free_port()
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    log_path = LOG_DIR / f"{instance_id}.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "blueprint.cli", "serve", "diag"],
+            env=_server_env(instance_id, port, extra),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    return DiagServer(instance_id, port, process, log_path)
+
+
+def _wait_serving(server: DiagServer, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(server.address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        while server.process.poll() is None and time.monotonic() < deadline:
+            try:
+                reply = health.Check(health_pb2.HealthCheckRequest(), timeout=0.5)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            time.sleep(0.05)
+    tail = server.log_path.read_text(errors="replace")[-2000:]
+    raise RuntimeError(f"{server.instance_id} did not become SERVING:\n{tail}")
+
+
+def _stop(servers: Sequence[DiagServer], grace_seconds: float = 10.0) -> None:
+    for server in servers:
+        if server.process.poll() is None:
+            server.process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace_seconds
+    for server in servers:
+        try:
+            server.process.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            server.process.kill()
+            server.process.wait()
+
+
+@contextmanager
+def diag_servers(extra_env: Mapping[str, Mapping[str, str]]) -> Iterator[list[DiagServer]]:
+    """One `blueprint serve diag` per instance id, with its extra env; all stopped on exit,
+    whatever ends the block (an error, Ctrl-C)."""
+    servers: list[DiagServer] = []
+    try:
+        # Spawn all before waiting for any: their start-ups overlap.
+        for instance_id, extra in extra_env.items():
+            servers.append(_spawn(instance_id, extra))
+        for server in servers:
+            _wait_serving(server)
+        yield servers
+    finally:
+        _stop(servers)
+
+
+# --- closed-loop load ------------------------------------------------------
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """Nearest rank: the smallest value with at least p % of the sample at or below it."""
+    if not 0 < p <= 100:
+        raise ValueError(f"percentile must be in (0, 100], got {p}")
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return ordered[math.ceil(p / 100 * len(ordered)) - 1]
+
+
+@dataclass
+class Sample:
+    """The successful calls that started inside the measuring window."""
+
+    window_seconds: float
+    latencies: list[float] = field(default_factory=list)  # seconds
+    errors: int = 0
+    served_by: Counter[str] = field(default_factory=Counter)
+    # This process's CPU time (all threads, grpc's included) over the window:
+    # the client's cost per call shows even when the server is the bottleneck.
+    client_cpu_seconds: float = 0.0
+
+    @property
+    def calls(self) -> int:
+        return len(self.latencies)
+
+    @property
+    def throughput(self) -> float:
+        return self.calls / self.window_seconds
+
+    def latency_ms(self, p: float) -> float:
+        return percentile(self.latencies, p) * 1000
+
+    @property
+    def client_cpu_us_per_call(self) -> float:
+        return self.client_cpu_seconds / self.calls * 1e6 if self.calls else math.nan
+
+    def summary(self) -> dict[str, float | int]:
+        return {
+            "calls": self.calls,
+            "errors": self.errors,
+            "window_seconds": self.window_seconds,
+            "throughput_per_second": round(self.throughput, 1),
+            "p50_ms": round(self.latency_ms(50), 3),
+            "p99_ms": round(self.latency_ms(99), 3),
+            "p999_ms": round(self.latency_ms(99.9), 3),
+            "client_cpu_us_per_call": round(self.client_cpu_us_per_call, 1),
+        }
+
+
+async def closed_loop(
+    call: Callable[[], Awaitable[ReplyT]],
+    *,
+    concurrency: int,
+    warmup_seconds: float,
+    duration_seconds: float,
+    served_by: Callable[[ReplyT], str] | None = None,
+) -> Sample:
+    """`concurrency` workers each issue the next call as soon as the last one returns.
+
+    Calls started during the warm-up are not recorded (connections, caches
+    and load estimates settle there); throughput counts calls started inside
+    the window, so the few still in flight at its end do not stretch it.
+    """
+    sample = Sample(window_seconds=duration_seconds)
+    measure_from = time.perf_counter() + warmup_seconds
+    measure_until = measure_from + duration_seconds
+
+    async def worker() -> None:
+        while (started := time.perf_counter()) < measure_until:
+            try:
+                reply = await call()
+            except grpc.aio.AioRpcError:
+                if started >= measure_from:
+                    sample.errors += 1
+                continue
+            elapsed = time.perf_counter() - started
+            if started >= measure_from:
+                sample.latencies.append(elapsed)
+                if served_by is not None:
+                    sample.served_by[served_by(reply)] += 1
+
+    async def cpu_meter() -> None:
+        await asyncio.sleep(max(0.0, measure_from - time.perf_counter()))
+        cpu_from = time.process_time()
+        await asyncio.sleep(max(0.0, measure_until - time.perf_counter()))
+        sample.client_cpu_seconds = time.process_time() - cpu_from
+
+    await asyncio.gather(cpu_meter(), *(worker() for _ in range(concurrency)))
+    return sample
+
+
+# --- output ------------------------------------------------------------------
+
+
+def progress(message: str) -> None:
+    # stderr, so that stdout holds only the tables.
+    print(message, file=sys.stderr, flush=True)
+
+
+def print_table(
+    title: str, headers: Sequence[str], rows: Sequence[Sequence[str]], notes: Sequence[str] = ()
+) -> None:
+    """First column left-aligned (names), the rest right-aligned (figures)."""
+    widths = [max(len(row[i]) for row in [headers, *rows]) for i in range(len(headers))]
+
+    def line(cells: Sequence[str]) -> str:
+        first, *rest = cells
+        figures = (cell.rjust(width) for cell, width in zip(rest, widths[1:], strict=True))
+        return "  ".join([first.ljust(widths[0]), *figures])
+
+    print(f"\n{title}")
+    print(line(headers))
+    print("  ".join("-" * w for w in widths))
+    for row in rows:
+        print(line(row))
+    for note in notes:
+        print(note)
+
+
+def machine() -> dict[str, object]:
+    return {
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "grpcio": grpc.__version__,
+        "platform": platform.platform(),
+    }
+
+
+def write_result(name: str, parameters: Mapping[str, object], figures: object) -> Path:
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_DIR / f"{name}.json"
+    document = {
+        "benchmark": name,
+        "recorded_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "parameters": dict(parameters),
+        "figures": figures,
+    }
+    path.write_text(json.dumps(document, indent=2) + "\n")
+    return path

@@ -1,0 +1,168 @@
+"""Mesh client overhead: one Echo load through a raw channel and through the mesh client.
+
+Same server, same concurrency, same process. The modes take turns in
+rounds whose order rotates, and each figure is the median over rounds, so
+neither machine drift nor going first favours one side. The ratio to raw
+is taken within each round before the median: modes measured seconds apart
+share the machine's mood of the moment, which on a small VM swings more
+than the difference being measured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import statistics
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass
+
+import grpc.aio
+
+from bench.common import Sample, closed_loop, diag_servers, print_table, progress, write_result
+from blueprint.diag.v1.diag_pb2 import EchoRequest, EchoResponse
+from blueprint.diag.v1.diag_pb2_grpc import DiagnosticsStub
+from blueprint.mesh.client import MeshClient
+from blueprint.mesh.discovery import StaticRegistry
+from blueprint.mesh.settings import BalancerName, Settings
+
+NAME = "mesh_overhead"
+GOAL_RATIO = 0.75  # the project's stated goal: mesh throughput >= 0.75 x raw
+RAW = "raw channel"
+MESH_BALANCERS: tuple[BalancerName, ...] = ("round_robin", "p2c_peak_ewma")
+MODES = (RAW, *(f"mesh, {balancer}" for balancer in MESH_BALANCERS))
+
+
+@dataclass(frozen=True)
+class Parameters:
+    concurrency: int = 32
+    payload_bytes: int = 64
+    warmup_seconds: float = 1.0  # per mode, once, before the rounds
+    rounds: int = 5
+    settle_seconds: float = 0.25  # per mode per round: the loop refills after a switch
+    duration_seconds: float = 1.6  # per mode per round: 8 s measured per mode
+    # Both modes set one, as a real caller would: the mesh always sends a deadline.
+    timeout_seconds: float = 10.0
+
+
+FULL = Parameters()
+QUICK = Parameters(warmup_seconds=0.1, rounds=1, settle_seconds=0.05, duration_seconds=0.2)
+
+EchoCall = Callable[[], Awaitable[EchoResponse]]
+
+
+def _mesh_client(balancer: BalancerName, address: str) -> MeshClient:
+    endpoints = {"diag": [address]}
+    settings = Settings(discovery="static", static_endpoints=endpoints, balancer=balancer)
+    return MeshClient(settings, StaticRegistry(endpoints))
+
+
+async def _measure(address: str, params: Parameters) -> dict[str, list[Sample]]:
+    request = EchoRequest(payload="x" * params.payload_bytes)
+    raw_channel = grpc.aio.insecure_channel(address)
+    clients = {balancer: _mesh_client(balancer, address) for balancer in MESH_BALANCERS}
+    stubs = {
+        RAW: DiagnosticsStub(raw_channel),
+        **{
+            f"mesh, {balancer}": client.stub("diag", DiagnosticsStub)
+            for balancer, client in clients.items()
+        },
+    }
+    calls: dict[str, EchoCall] = {
+        mode: functools.partial(stub.Echo, request, timeout=params.timeout_seconds)
+        for mode, stub in stubs.items()
+    }
+    samples: dict[str, list[Sample]] = {mode: [] for mode in MODES}
+    try:
+        await asyncio.wait_for(raw_channel.channel_ready(), params.timeout_seconds)
+        for client in clients.values():
+            await client.wait_for_endpoints("diag", params.timeout_seconds)
+        progress("overhead: warming up")
+        for mode in MODES:
+            await closed_loop(
+                calls[mode],
+                concurrency=params.concurrency,
+                warmup_seconds=0,
+                duration_seconds=params.warmup_seconds,
+            )
+        for round_index in range(params.rounds):
+            progress(f"overhead: round {round_index + 1}/{params.rounds}")
+            shift = round_index % len(MODES)
+            for mode in MODES[shift:] + MODES[:shift]:
+                sample = await closed_loop(
+                    calls[mode],
+                    concurrency=params.concurrency,
+                    warmup_seconds=params.settle_seconds,
+                    duration_seconds=params.duration_seconds,
+                )
+                samples[mode].append(sample)
+    finally:
+        await raw_channel.close(grace=None)
+        await asyncio.gather(*(client.close() for client in clients.values()))
+    return samples
+
+
+def _median_figures(rounds: list[Sample], raw: list[Sample]) -> dict[str, float | int]:
+    paired = zip(rounds, raw, strict=True)
+    ratios = [sample.throughput / baseline.throughput for sample, baseline in paired]
+    return {
+        "calls": sum(sample.calls for sample in rounds),
+        "errors": sum(sample.errors for sample in rounds),
+        "throughput_per_second": round(statistics.median(s.throughput for s in rounds), 1),
+        "p50_ms": round(statistics.median(s.latency_ms(50) for s in rounds), 3),
+        "p99_ms": round(statistics.median(s.latency_ms(99) for s in rounds), 3),
+        "client_cpu_us_per_call": round(
+            statistics.median(s.client_cpu_us_per_call for s in rounds), 1
+        ),
+        "ratio_to_raw": round(statistics.median(ratios), 3),
+    }
+
+
+def _report(samples: dict[str, list[Sample]], params: Parameters) -> None:
+    figures = {mode: _median_figures(rounds, samples[RAW]) for mode, rounds in samples.items()}
+    rows = [
+        [
+            mode,
+            f"{f['calls']:,}",
+            f"{f['throughput_per_second']:,.0f}",
+            f"{f['p50_ms']:.2f}",
+            f"{f['p99_ms']:.2f}",
+            f"{f['client_cpu_us_per_call']:.0f}",
+            f"{f['ratio_to_raw']:.2f}",
+            str(f["errors"]),
+        ]
+        for mode, f in figures.items()
+    ]
+    ratio = figures[f"mesh, {MESH_BALANCERS[0]}"]["ratio_to_raw"]
+    verdict = "met" if ratio >= GOAL_RATIO else "NOT met"
+    print_table(
+        f"Mesh client overhead: Echo {params.payload_bytes} B, concurrency {params.concurrency},"
+        f" {params.rounds} round(s) x {params.duration_seconds:g} s per mode",
+        ["mode", "calls", "calls/s", "p50 ms", "p99 ms", "CPU us/call", "vs raw", "errors"],
+        rows,
+        [
+            "calls: total over rounds. calls/s, latencies and vs raw (throughput ratio within",
+            "  a round): median over rounds. CPU us/call: this client process's CPU time (all",
+            "  threads) per call; it shows the mesh's cost even when the server is the limit.",
+            f"mesh ({MESH_BALANCERS[0]}) / raw throughput: {ratio:.2f}"
+            f" (goal >= {GOAL_RATIO}: {verdict})",
+        ],
+    )
+    path = write_result(
+        NAME,
+        asdict(params),
+        {
+            "modes": figures,
+            "rounds": {mode: [s.summary() for s in rounds] for mode, rounds in samples.items()},
+            "mesh_to_raw_ratio": ratio,
+            "goal_ratio": GOAL_RATIO,
+        },
+    )
+    progress(f"overhead: wrote {path}")
+
+
+def run(quick: bool) -> None:
+    params = QUICK if quick else FULL
+    progress("overhead: starting 1 diag server")
+    with diag_servers({"diag-overhead": {}}) as servers:
+        samples = asyncio.run(_measure(servers[0].address, params))
+    _report(samples, params)
