@@ -29,7 +29,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="BLUEPRINT_", extra="ignore", frozen=True)
 
     # Discovery
-    discovery: Literal["redis", "static", "memory"] = "redis"
+    discovery: Literal["redis", "kubernetes", "static", "memory"] = "redis"
     redis_url: str | None = Field(
         default=None, description="Redis for discovery; unset: the one `blueprint up` started"
     )
@@ -42,6 +42,15 @@ class Settings(BaseSettings):
     )
     static_endpoints: dict[str, list[str]] = Field(
         default_factory=dict, description='static discovery: {"diag": ["127.0.0.1:50051"]}'
+    )
+    kubernetes_namespace: str | None = Field(
+        default=None, description="kubernetes discovery; unset: the pod's own namespace"
+    )
+    kubernetes_port_name: str = Field(
+        default="grpc", description="the Service port whose EndpointSlice ports are dialled"
+    )
+    kubernetes_api_url: str | None = Field(
+        default=None, description="API server override (tests, kubectl proxy); unset: in-cluster"
     )
 
     # Serving
