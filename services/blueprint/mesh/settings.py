@@ -78,6 +78,35 @@ class Settings(BaseSettings):
     hash_key_header: str = Field(default="x-blueprint-hash-key", pattern=r"^[a-z0-9_.-]+$")
     default_timeout_seconds: float = Field(default=10.0, gt=0, le=3600)
 
+    # Resilience (client side, per target service)
+    retry_budget_ratio: float = Field(
+        default=0.2, ge=0, le=1, description="retries may add this share of calls (Envoy, Linkerd)"
+    )
+    retry_budget_min_per_second: float = Field(
+        default=5.0, ge=0, description="retries always allowed, so a quiet client can still retry"
+    )
+    max_attempts: int = Field(default=3, ge=1, le=10, description="first try plus retries")
+    retry_backoff_base_seconds: float = Field(default=0.025, gt=0, le=10)
+    retry_backoff_max_seconds: float = Field(default=1.0, gt=0, le=60)
+    breaker_window: int = Field(default=20, ge=2, le=10_000, description="calls in the window")
+    breaker_failure_rate: float = Field(default=0.5, gt=0, le=1)
+    breaker_slow_call_rate: float = Field(default=0.8, gt=0, le=1)
+    breaker_slow_call_seconds: float = Field(default=1.0, gt=0)
+    breaker_open_seconds: float = Field(default=5.0, gt=0, description="before half-open probes")
+    breaker_half_open_probes: int = Field(default=3, ge=1, le=100)
+    ejection_consecutive_failures: int = Field(default=5, ge=1)
+    ejection_base_seconds: float = Field(default=10.0, gt=0, description="doubles on repeats")
+    ejection_max_share: float = Field(default=0.5, ge=0, le=1, description="never eject more")
+    bulkhead_max_in_flight: int = Field(default=1000, ge=1, description="per target service")
+    hedge_after_seconds: float | None = Field(
+        default=None, gt=0, description="hedge idempotent reads after this; unset: off"
+    )
+
+    # Telemetry
+    otlp_endpoint: str | None = Field(default=None, description="OTLP/gRPC collector, host:port")
+    trace_sampling_ratio: float = Field(default=1.0, ge=0, le=1)
+    telemetry_enabled: bool = Field(default=True, description="off: no spans, no RPC metrics")
+
     # Local runs (`blueprint up`)
     replicas: int = Field(default=2, ge=1, le=32)
     state_dir: Path = Path(".blueprint")
