@@ -1,34 +1,56 @@
 """A channel-shaped router: generated stubs call it, and each call picks an endpoint.
 
 grpcio accepts no load-balancing policy written in Python, so the mesh hands
-stubs this object instead of a `grpc.aio.Channel`. Its multicallables pick an
-endpoint per call, run the call on that endpoint's own warm channel, and feed
-the balancer's load signal. An idempotent call that meets UNAVAILABLE (the
-endpoint went away) is retried once on another endpoint.
+stubs this object instead of a `grpc.aio.Channel`. Its multicallables run each
+call through the client's layers, outermost first:
+
+    deadline (the incoming call's, minus elapsed)  -> bulkhead (max in flight)
+    -> span + metrics + trace context              -> retry policy and budget
+    -> balancer pick among healthy endpoints       -> that endpoint's warm channel
+
+and feed every attempt's outcome back to the balancer's load signal and the
+endpoint's breaker and outlier tracker.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
 import grpc.aio
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
 from blueprint.mesh.endpoint import Endpoint
 from blueprint.mesh.methods import is_idempotent
 from blueprint.mesh.pool import EndpointPool
+from blueprint.mesh.resilience import deadlines
+from blueprint.mesh.resilience.retry import RetryBudget, RetryPolicy
+from blueprint.mesh.telemetry import tracing
+from blueprint.mesh.telemetry.metrics import Metrics
 
 Serializer = Callable[[Any], bytes] | None
 Deserializer = Callable[[bytes], Any] | None
 Metadata = Any  # grpc.aio.Metadata or a sequence of (key, value) pairs
 
 
-def _unavailable(details: str) -> grpc.aio.AioRpcError:
-    return grpc.aio.AioRpcError(
-        grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(), details, None
-    )
+def _error(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
+    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details, None)
+
+
+@dataclass(frozen=True)
+class CallPolicy:
+    """How calls to one target behave; built from settings by the MeshClient."""
+
+    default_timeout: float
+    retry: RetryPolicy
+    budget: RetryBudget
+    max_in_flight: int
+    hedge_after: float | None = None
 
 
 class CallRouter:
@@ -37,16 +59,24 @@ class CallRouter:
     def __init__(
         self,
         pool: EndpointPool,
+        policy: CallPolicy,
         *,
-        default_timeout: float,
         hash_key_header: str,
         own_address: bytes,
+        tracer: Tracer | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.pool = pool
-        self._default_timeout = default_timeout
+        self.policy = policy
+        self._target = pool.service
         self._hash_key_header = hash_key_header
         self._own_address = own_address
         self._wants_key = pool.balancer.name == "consistent_hash"
+        self._tracer = tracer
+        self._metrics = metrics
+        self.in_flight = 0
+
+    # -- per call -----------------------------------------------------------------
 
     def _key(self, metadata: Metadata | None) -> bytes | None:
         """Affinity key: the hash-key header if the caller set one, else the caller's address."""
@@ -57,18 +87,122 @@ class CallRouter:
                 return value if isinstance(value, bytes) else str(value).encode()
         return self._own_address
 
+    def _begin(self, path: str, timeout: float | None) -> float:
+        """Deadline and bulkhead, before anything is sent; returns the absolute deadline."""
+        seconds = deadlines.outgoing_timeout(timeout, self.policy.default_timeout)
+        if seconds <= 0:
+            raise _error(grpc.StatusCode.DEADLINE_EXCEEDED, "the incoming call's deadline passed")
+        if self.in_flight >= self.policy.max_in_flight:
+            if self._metrics is not None:
+                self._metrics.mesh.bulkhead_rejections.labels(self._target).inc()
+            raise _error(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"more than {self.policy.max_in_flight} calls in flight to {self._target!r}",
+            )
+        self.in_flight += 1
+        self.policy.budget.record_call()
+        return time.monotonic() + seconds
+
     async def _pick(self, key: bytes | None, tried: set[str], deadline: float) -> Endpoint:
         endpoint = self.pool.pick(key, tried)
+        if endpoint is None and tried:
+            endpoint = self.pool.pick(key)  # every endpoint tried once: any will do
         if endpoint is not None:
             return endpoint
-        if tried:
-            raise _unavailable(f"no other endpoint of {self.pool.service!r} to retry on")
         # Startup or a full restart: wait for discovery, but never past the deadline.
         await self.pool.wait_for_endpoints(max(0.0, deadline - time.monotonic()))
         endpoint = self.pool.pick(key, tried)
         if endpoint is None:
-            raise _unavailable(f"no endpoints registered for service {self.pool.service!r}")
+            raise _error(
+                grpc.StatusCode.UNAVAILABLE,
+                f"no endpoints registered for service {self._target!r}",
+            )
         return endpoint
+
+    def _retry_delay(
+        self, error: grpc.aio.AioRpcError, retryable: bool, attempts: int, deadline: float
+    ) -> float | None:
+        trailers: Any = error.trailing_metadata()
+        delay = self.policy.retry.delay_before_retry(
+            error.code(), trailers, idempotent=retryable, attempts_made=attempts
+        )
+        if delay is None or time.monotonic() + delay >= deadline:
+            return None
+        if not self.policy.budget.try_spend():
+            if self._metrics is not None:
+                self._metrics.mesh.budget_exhausted.labels(self._target).inc()
+            return None
+        if self._metrics is not None:
+            self._metrics.mesh.retries.labels(self._target, error.code().name).inc()
+        return delay
+
+    def _finish(self, path: str, started: float, code: grpc.StatusCode, span: Any) -> None:
+        self.in_flight -= 1
+        if self._metrics is not None:
+            exemplar = None
+            if span is not None and span.get_span_context().trace_flags.sampled:
+                exemplar = {"trace_id": format(span.get_span_context().trace_id, "032x")}
+            self._metrics.rpc.client_duration.labels(
+                "grpc", path[1:], code.name, self._target
+            ).observe(time.monotonic() - started, exemplar)
+        if span is not None:
+            span.set_attribute("rpc.response.status_code", code.name)
+            if code is not grpc.StatusCode.OK:
+                span.set_status(Status(StatusCode.ERROR, code.name))
+            span.end()
+
+    def _start_span(self, path: str) -> Any:
+        if self._tracer is None:
+            return None
+        return self._tracer.start_span(
+            path[1:],
+            kind=SpanKind.CLIENT,
+            attributes={
+                "rpc.system.name": "grpc",
+                "rpc.method": path[1:],
+                "server.address": self._target,
+            },
+        )
+
+    def _outgoing_metadata(self, metadata: Metadata | None, span: Any) -> Metadata | None:
+        if span is None:
+            return metadata
+        with trace.use_span(span, end_on_exit=False):
+            return tracing.inject(metadata)
+
+    async def _attempt(
+        self,
+        endpoint: Endpoint,
+        kind: str,
+        path: str,
+        serializer: Serializer,
+        deserializer: Deserializer,
+        request: Any,
+        deadline: float,
+        metadata: Metadata | None,
+        call_options: dict[str, Any],
+    ) -> Any:
+        multicallable = endpoint.calls.get(path) or self._bind(
+            endpoint, kind, path, serializer, deserializer
+        )
+        load = endpoint.load
+        load.start()
+        started = time.monotonic()
+        code = grpc.StatusCode.OK
+        try:
+            return await multicallable(
+                request, timeout=max(0.0, deadline - started), metadata=metadata, **call_options
+            )
+        except grpc.aio.AioRpcError as error:
+            code = error.code()
+            raise
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED
+            raise
+        finally:
+            elapsed = time.monotonic() - started
+            load.finish(elapsed)
+            self.pool.record(endpoint, code, elapsed)
 
     async def unary(
         self,
@@ -81,35 +215,114 @@ class CallRouter:
         metadata: Metadata | None,
         **call_options: Any,
     ) -> Any:
-        """Unary-unary (retried once when idempotent) and stream-unary (never retried)."""
-        deadline = time.monotonic() + (timeout if timeout is not None else self._default_timeout)
+        """Unary-unary (retried when idempotent) and stream-unary (never retried)."""
+        started = time.monotonic()
+        deadline = self._begin(path, timeout)
+        span = self._start_span(path)
+        code = grpc.StatusCode.UNKNOWN
+        try:
+            metadata = self._outgoing_metadata(metadata, span)
+            retryable = kind == "unary_unary" and is_idempotent(path)
+            if retryable and self.policy.hedge_after is not None:
+                result = await self._hedged(
+                    path, serializer, deserializer, request, deadline, metadata, call_options
+                )
+            else:
+                result = await self._with_retries(
+                    kind, path, serializer, deserializer, request, deadline, metadata,
+                    call_options, retryable, span,
+                )  # fmt: skip
+            code = grpc.StatusCode.OK
+            return result
+        except grpc.aio.AioRpcError as error:
+            code = error.code()
+            raise
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED
+            raise
+        finally:
+            self._finish(path, started, code, span)
+
+    async def _with_retries(
+        self,
+        kind: str,
+        path: str,
+        serializer: Serializer,
+        deserializer: Deserializer,
+        request: Any,
+        deadline: float,
+        metadata: Metadata | None,
+        call_options: dict[str, Any],
+        retryable: bool,
+        span: Any,
+    ) -> Any:
         key = self._key(metadata)
-        retryable = kind == "unary_unary" and is_idempotent(path)
         tried: set[str] = set()
+        attempts = 0
         while True:
             endpoint = await self._pick(key, tried, deadline)
-            multicallable = endpoint.calls.get(path)
-            if multicallable is None:
-                multicallable = self._bind(endpoint, kind, path, serializer, deserializer)
-            load = endpoint.load
-            load.start()
-            started = time.monotonic()
+            attempts += 1
             try:
-                return await multicallable(
-                    request,
-                    timeout=max(0.0, deadline - started),
-                    metadata=metadata,
-                    **call_options,
-                )
+                return await self._attempt(
+                    endpoint, kind, path, serializer, deserializer, request, deadline,
+                    metadata, call_options,
+                )  # fmt: skip
             except grpc.aio.AioRpcError as error:
-                if error.code() != grpc.StatusCode.UNAVAILABLE:
-                    raise
-                self.pool.quarantine(endpoint)
-                if not retryable or tried:
+                delay = self._retry_delay(error, retryable, attempts, deadline)
+                if delay is None:
                     raise
                 tried.add(endpoint.instance_id)
-            finally:
-                load.finish(time.monotonic() - started)
+                if span is not None:
+                    span.add_event(
+                        "retry",
+                        {"rpc.response.status_code": error.code().name, "attempt": attempts + 1},
+                    )
+                await asyncio.sleep(delay)
+
+    async def _hedged(
+        self,
+        path: str,
+        serializer: Serializer,
+        deserializer: Deserializer,
+        request: Any,
+        deadline: float,
+        metadata: Metadata | None,
+        call_options: dict[str, Any],
+    ) -> Any:
+        """Send to a second endpoint if the first is slower than `hedge_after`; first answer
+        wins. Only for idempotent calls, and each hedge spends from the retry budget."""
+        assert self.policy.hedge_after is not None
+        key = self._key(metadata)
+        first_endpoint = await self._pick(key, set(), deadline)
+
+        def attempt(endpoint: Endpoint) -> asyncio.Task[Any]:
+            call = self._attempt(
+                endpoint, "unary_unary", path, serializer, deserializer, request,
+                deadline, metadata, call_options,
+            )  # fmt: skip
+            return asyncio.ensure_future(call)
+
+        tasks = {attempt(first_endpoint)}
+        try:
+            done, _ = await asyncio.wait(tasks, timeout=self.policy.hedge_after)
+            if not done and self.policy.budget.try_spend():
+                second = self.pool.pick(key, {first_endpoint.instance_id})
+                if second is not None and second is not first_endpoint:
+                    if self._metrics is not None:
+                        self._metrics.mesh.hedges.labels(self._target).inc()
+                    tasks.add(attempt(second))
+            last_error: BaseException | None = None
+            while tasks:
+                done, tasks = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    if task.exception() is None:
+                        return task.result()
+                    last_error = task.exception()
+            assert last_error is not None
+            raise last_error
+        finally:
+            for task in tasks:
+                task.cancel()
 
     async def server_stream(
         self,
@@ -122,41 +335,59 @@ class CallRouter:
         metadata: Metadata | None,
         **call_options: Any,
     ) -> AsyncIterator[Any]:
-        """Unary-stream and stream-stream; an idempotent unary-stream call is retried
-        on another endpoint only if UNAVAILABLE arrives before its first message."""
-        deadline = time.monotonic() + (timeout if timeout is not None else self._default_timeout)
+        """Unary-stream and stream-stream. An idempotent unary-stream call is retried on
+        another endpoint only if it fails before its first message arrives."""
+        started = time.monotonic()
+        deadline = self._begin(path, timeout)
+        span = self._start_span(path)
+        code = grpc.StatusCode.UNKNOWN
         key = self._key(metadata)
         retryable = kind == "unary_stream" and is_idempotent(path)
         tried: set[str] = set()
-        while True:
-            endpoint = await self._pick(key, tried, deadline)
-            multicallable = endpoint.calls.get(path)
-            if multicallable is None:
-                multicallable = self._bind(endpoint, kind, path, serializer, deserializer)
-            load = endpoint.load
-            load.start()
-            started = time.monotonic()
-            received = False
-            try:
-                call = multicallable(
-                    request,
-                    timeout=max(0.0, deadline - started),
-                    metadata=metadata,
-                    **call_options,
+        attempts = 0
+        try:
+            metadata = self._outgoing_metadata(metadata, span)
+            while True:
+                endpoint = await self._pick(key, tried, deadline)
+                attempts += 1
+                multicallable = endpoint.calls.get(path) or self._bind(
+                    endpoint, kind, path, serializer, deserializer
                 )
-                async for response in call:
-                    received = True
-                    yield response
-                return
-            except grpc.aio.AioRpcError as error:
-                if error.code() != grpc.StatusCode.UNAVAILABLE:
-                    raise
-                self.pool.quarantine(endpoint)
-                if not retryable or received or tried:
-                    raise
-                tried.add(endpoint.instance_id)
-            finally:
-                load.finish(time.monotonic() - started)
+                load = endpoint.load
+                load.start()
+                attempt_started = time.monotonic()
+                attempt_code = grpc.StatusCode.OK
+                received = False
+                try:
+                    call = multicallable(
+                        request,
+                        timeout=max(0.0, deadline - attempt_started),
+                        metadata=metadata,
+                        **call_options,
+                    )
+                    async for response in call:
+                        received = True
+                        yield response
+                    code = grpc.StatusCode.OK
+                    return
+                except grpc.aio.AioRpcError as error:
+                    attempt_code = code = error.code()
+                    delay = None if received else self._retry_delay(
+                        error, retryable, attempts, deadline
+                    )  # fmt: skip
+                    if delay is None:
+                        raise
+                    tried.add(endpoint.instance_id)
+                    await asyncio.sleep(delay)
+                finally:
+                    elapsed = time.monotonic() - attempt_started
+                    load.finish(elapsed)
+                    self.pool.record(endpoint, attempt_code, elapsed)
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED
+            raise
+        finally:
+            self._finish(path, started, code, span)
 
     @staticmethod
     def _bind(

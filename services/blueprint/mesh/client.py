@@ -1,4 +1,4 @@
-"""The mesh client factory: typed stubs for a service name, balanced per call."""
+"""The mesh client factory: typed stubs for a service name, balanced and guarded per call."""
 
 from __future__ import annotations
 
@@ -7,40 +7,104 @@ from collections.abc import Callable
 from typing import TypeVar, cast
 
 import grpc.aio
+from opentelemetry.trace import Tracer
 
 from blueprint.mesh.balancers import make_balancer
-from blueprint.mesh.channel import CallRouter, MeshChannel
+from blueprint.mesh.channel import CallPolicy, CallRouter, MeshChannel
 from blueprint.mesh.discovery.base import Registry
 from blueprint.mesh.pool import EndpointPool
+from blueprint.mesh.resilience.breaker import BreakerConfig
+from blueprint.mesh.resilience.ejection import EjectionConfig
+from blueprint.mesh.resilience.retry import RetryBudget, RetryPolicy
 from blueprint.mesh.settings import Settings
+from blueprint.mesh.telemetry.metrics import Metrics
 
 StubT = TypeVar("StubT")
+
+
+def breaker_config(settings: Settings) -> BreakerConfig:
+    return BreakerConfig(
+        window=settings.breaker_window,
+        minimum_calls=max(1, settings.breaker_window // 2),
+        failure_rate=settings.breaker_failure_rate,
+        slow_call_rate=settings.breaker_slow_call_rate,
+        slow_call_seconds=settings.breaker_slow_call_seconds,
+        open_seconds=settings.breaker_open_seconds,
+        half_open_probes=settings.breaker_half_open_probes,
+    )
+
+
+def ejection_config(settings: Settings) -> EjectionConfig:
+    return EjectionConfig(
+        consecutive_failures=settings.ejection_consecutive_failures,
+        base_seconds=settings.ejection_base_seconds,
+        max_share=settings.ejection_max_share,
+    )
+
+
+def call_policy(settings: Settings) -> CallPolicy:
+    """A fresh policy per target: each target has its own retry budget."""
+    return CallPolicy(
+        default_timeout=settings.default_timeout_seconds,
+        retry=RetryPolicy(
+            max_attempts=settings.max_attempts,
+            base_seconds=settings.retry_backoff_base_seconds,
+            max_backoff_seconds=settings.retry_backoff_max_seconds,
+        ),
+        budget=RetryBudget(
+            ratio=settings.retry_budget_ratio,
+            min_per_second=settings.retry_budget_min_per_second,
+        ),
+        max_in_flight=settings.bulkhead_max_in_flight,
+        hedge_after=settings.hedge_after_seconds,
+    )
 
 
 class MeshClient:
     """One per process: a pool (discovery watch + channels + balancer) per target service.
 
-    client = MeshClient(settings, registry)
-    diag = client.stub("diag", DiagnosticsStub)
-    reply = await diag.Echo(EchoRequest(payload="hi"))
+        client = MeshClient(settings, registry)
+        diag = client.stub("diag", DiagnosticsStub)
+        reply = await diag.Echo(EchoRequest(payload="hi"))
+
+    `tracer` and `metrics` are optional: without them calls carry no spans and
+    record no metrics (the CLI), with them every call does (a server runtime).
     """
 
-    def __init__(self, settings: Settings, registry: Registry) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        registry: Registry,
+        *,
+        tracer: Tracer | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
         self._settings = settings
         self._registry = registry
+        self._tracer = tracer
+        self._metrics = metrics
         self._routers: dict[str, CallRouter] = {}
 
     def router(self, service: str) -> CallRouter:
         router = self._routers.get(service)
         if router is None:
-            balancer = make_balancer(self._settings.balancer_for(service))
-            pool = EndpointPool(service, self._registry, balancer)
+            settings = self._settings
+            pool = EndpointPool(
+                service,
+                self._registry,
+                make_balancer(settings.balancer_for(service)),
+                breaker=breaker_config(settings),
+                ejection=ejection_config(settings),
+                metrics=self._metrics.mesh if self._metrics is not None else None,
+            )
             pool.start()
             router = CallRouter(
                 pool,
-                default_timeout=self._settings.default_timeout_seconds,
-                hash_key_header=self._settings.hash_key_header,
-                own_address=self._settings.advertise_host.encode(),
+                call_policy(settings),
+                hash_key_header=settings.hash_key_header,
+                own_address=settings.advertise_host.encode(),
+                tracer=self._tracer,
+                metrics=self._metrics,
             )
             self._routers[service] = router
         return router

@@ -1,11 +1,11 @@
-"""The live endpoints of one target service: warm channels kept in step with discovery."""
+"""The live endpoints of one target service: warm channels kept in step with discovery,
+and each endpoint's health (breaker, outlier ejection, transport quarantine)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Sequence, Set
 
 import grpc
@@ -14,6 +14,10 @@ import grpc.aio
 from blueprint.mesh.balancers.base import NOTHING_EXCLUDED, Balancer
 from blueprint.mesh.discovery.base import Instance, Registry
 from blueprint.mesh.endpoint import Endpoint
+from blueprint.mesh.resilience.breaker import BreakerConfig, BreakerState, CircuitBreaker
+from blueprint.mesh.resilience.ejection import EjectionConfig, OutlierTracker
+from blueprint.mesh.resilience.endpoint_health import ENDPOINT_FAILURES, EndpointHealth
+from blueprint.mesh.telemetry.metrics import BREAKER_STATE_VALUES, MeshMetrics
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +37,9 @@ CHANNEL_OPTIONS: Sequence[tuple[str, int]] = (
 class EndpointPool:
     """Owns one channel per instance of `service` and the balancer that picks among them.
 
-    An endpoint that answered UNAVAILABLE is quarantined for a moment: it is
-    most likely gone, and discovery will confirm within a lease TTL; until
-    then calls should not keep paying a failed attempt on it.
+    An endpoint whose transport failed is quarantined for a moment: it is most
+    likely gone, and discovery will confirm within a lease TTL; until then
+    calls should not keep paying a failed attempt on it.
     """
 
     def __init__(
@@ -44,15 +48,22 @@ class EndpointPool:
         registry: Registry,
         balancer: Balancer,
         *,
+        breaker: BreakerConfig | None = None,
+        ejection: EjectionConfig | None = None,
+        metrics: MeshMetrics | None = None,
         quarantine_seconds: float = 2.0,
         channel_close_grace_seconds: float = 10.0,
     ) -> None:
         self.service = service
         self.balancer = balancer
         self._registry = registry
+        self._breaker_config = breaker or BreakerConfig()
+        self._ejection_config = ejection or EjectionConfig()
+        self._metrics = metrics
         self._endpoints: dict[str, Endpoint] = {}
+        self._health: dict[str, EndpointHealth] = {}
+        self._impaired: set[str] = set()
         self._quarantine_seconds = quarantine_seconds
-        self._quarantined: dict[str, float] = {}
         self._close_grace = channel_close_grace_seconds
         self._has_endpoints = asyncio.Event()
         self._watch_task: asyncio.Task[None] | None = None
@@ -66,6 +77,9 @@ class EndpointPool:
     def endpoints(self) -> list[Endpoint]:
         return list(self._endpoints.values())
 
+    def health(self, endpoint: Endpoint) -> EndpointHealth:
+        return self._health[endpoint.instance_id]
+
     async def _follow(self) -> None:
         async for instances in self._registry.watch(self.service):
             self._apply(instances)
@@ -76,17 +90,41 @@ class EndpointPool:
             old = self._endpoints[instance_id]
             if current.get(instance_id) != old.instance:
                 del self._endpoints[instance_id]
-                self._quarantined.pop(instance_id, None)
+                del self._health[instance_id]
+                self._impaired.discard(instance_id)
                 self._close_later(old)
+                if self._metrics is not None:
+                    with contextlib.suppress(KeyError):
+                        self._metrics.breaker_state.remove(self.service, instance_id)
         for instance_id, instance in current.items():
             if instance_id not in self._endpoints:
                 self._endpoints[instance_id] = self._open(instance)
+                self._health[instance_id] = self._new_health(instance_id)
         self.balancer.update(list(self._endpoints.values()))
         if self._endpoints:
             self._has_endpoints.set()
         else:
             self._has_endpoints.clear()
+        if self._metrics is not None:
+            self._metrics.endpoints.labels(self.service).set(len(self._endpoints))
+            self._metrics.discovery_changes.labels(self.service).inc()
         log.info("%s endpoints: %s", self.service, sorted(self._endpoints) or "none")
+
+    def _new_health(self, instance_id: str) -> EndpointHealth:
+        def on_transition(state: BreakerState) -> None:
+            self._impaired.add(instance_id)
+            log.warning("breaker of %s/%s is now %s", self.service, instance_id, state.value)
+            if self._metrics is not None:
+                value = BREAKER_STATE_VALUES[state.value]
+                self._metrics.breaker_state.labels(self.service, instance_id).set(value)
+                self._metrics.breaker_transitions.labels(
+                    self.service, instance_id, state.value
+                ).inc()
+
+        breaker = CircuitBreaker(self._breaker_config, on_transition=on_transition)
+        if self._metrics is not None:
+            self._metrics.breaker_state.labels(self.service, instance_id).set(0)
+        return EndpointHealth(breaker, OutlierTracker(self._ejection_config))
 
     def _open(self, instance: Instance) -> Endpoint:
         channel = grpc.aio.insecure_channel(instance.address, options=CHANNEL_OPTIONS)
@@ -102,22 +140,52 @@ class EndpointPool:
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
-    def quarantine(self, endpoint: Endpoint) -> None:
-        if endpoint.instance_id in self._endpoints:
-            self._quarantined[endpoint.instance_id] = time.monotonic() + self._quarantine_seconds
-
     def pick(self, key: bytes | None, tried: Set[str] = NOTHING_EXCLUDED) -> Endpoint | None:
-        """An endpoint not yet tried by this call, avoiding quarantined ones when possible."""
-        if self._quarantined:
-            now = time.monotonic()
-            for instance_id, until in list(self._quarantined.items()):
-                if until <= now:
-                    del self._quarantined[instance_id]
-            if self._quarantined:
-                endpoint = self.balancer.pick(key, tried | self._quarantined.keys())
-                if endpoint is not None:
-                    return endpoint
-        return self.balancer.pick(key, tried)
+        """An endpoint not yet tried by this call, avoiding unhealthy ones while any is healthy."""
+        if self._impaired:
+            avoid = set(tried)
+            for instance_id in list(self._impaired):
+                health = self._health.get(instance_id)
+                if health is None or not health.impaired():
+                    self._impaired.discard(instance_id)
+                elif not health.available():
+                    avoid.add(instance_id)
+            endpoint = self.balancer.pick(key, avoid)
+            if endpoint is None:
+                # Everything is impaired: trying beats failing outright (Envoy's panic mode).
+                endpoint = self.balancer.pick(key, tried)
+        else:
+            endpoint = self.balancer.pick(key, tried)
+        if endpoint is not None:
+            self._health[endpoint.instance_id].breaker.on_call()
+            if self._metrics is not None:
+                self._metrics.picks.labels(
+                    self.service, endpoint.instance_id, self.balancer.name
+                ).inc()
+        return endpoint
+
+    def record(self, endpoint: Endpoint, code: grpc.StatusCode, seconds: float) -> None:
+        """Feed one attempt's outcome to the endpoint's breaker and outlier tracker."""
+        health = self._health.get(endpoint.instance_id)
+        if health is None:
+            return  # discovery dropped it meanwhile
+        failed = code in ENDPOINT_FAILURES
+        health.breaker.on_result(failed, seconds)
+        if health.outlier.on_result(failed, may_eject=self._may_eject):
+            self._impaired.add(endpoint.instance_id)
+            log.warning("ejected %s/%s as an outlier", self.service, endpoint.instance_id)
+            if self._metrics is not None:
+                self._metrics.ejections.labels(self.service, endpoint.instance_id).inc()
+        if code is grpc.StatusCode.UNAVAILABLE and endpoint.channel is not None:
+            # A server-sent UNAVAILABLE leaves the channel READY; a dead peer does not.
+            state = endpoint.channel.get_state(try_to_connect=False)
+            if state is not grpc.ChannelConnectivity.READY:
+                health.quarantine(self._quarantine_seconds)
+                self._impaired.add(endpoint.instance_id)
+
+    def _may_eject(self) -> bool:
+        ejected = sum(1 for h in self._health.values() if h.outlier.is_ejected())
+        return ejected + 1 <= self._ejection_config.max_share * len(self._health)
 
     async def wait_for_endpoints(self, timeout: float) -> bool:
         if self._has_endpoints.is_set():

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
 from collections.abc import Awaitable, Callable, Sequence
@@ -23,12 +24,19 @@ import grpc.aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
-from prometheus_client import start_http_server
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
 
+from blueprint import __version__
 from blueprint.mesh.client import MeshClient
 from blueprint.mesh.discovery import Instance, Registry, open_registry
-from blueprint.mesh.interceptors import ErrorMappingInterceptor
+from blueprint.mesh.interceptors import ServerInterceptor
 from blueprint.mesh.settings import Settings
+from blueprint.mesh.telemetry import tracing
+from blueprint.mesh.telemetry.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +49,7 @@ class ServingContext:
     instance_id: str
     settings: Settings
     mesh: MeshClient
+    metrics: Metrics
 
 
 @dataclass(frozen=True)
@@ -75,16 +84,23 @@ class Runtime:
         registry: Registry,
         *,
         owns_registry: bool = True,
+        span_processors: Sequence[SpanProcessor] = (),
     ) -> None:
         self.spec = spec
         self.settings = settings
         self.registry = registry
         self._owns_registry = owns_registry
-        self.server = grpc.aio.server(
-            interceptors=[ErrorMappingInterceptor()], options=_server_options(settings)
-        )
+        self._span_processors = span_processors
+        # Each runtime has its own metrics registry: two services in one test
+        # process must not share (or collide on) series.
+        self.metrics_registry = CollectorRegistry()
+        for collector in (ProcessCollector, PlatformCollector, GCCollector):
+            collector(registry=self.metrics_registry)
+        self.metrics = Metrics(self.metrics_registry)
+        self.server: grpc.aio.Server | None = None
         self.health = HealthServicer()
-        self.mesh = MeshClient(settings, registry)
+        self.mesh: MeshClient | None = None
+        self.tracer_provider: object | None = None
         self.port = 0
         self.metrics_port = 0
         self.instance: Instance | None = None
@@ -92,13 +108,31 @@ class Runtime:
 
     async def start(self) -> Instance:
         settings = self.settings
+        # Host and pid: unique on a machine and, in Kubernetes, the pod name.
+        instance_id = settings.instance_id or (
+            f"{self.spec.name}-{socket.gethostname()}-{os.getpid()}"
+        )
+        provider = tracing.tracer_provider(
+            settings, self.spec.name, instance_id, processors=self._span_processors
+        )
+        self.tracer_provider = provider
+        tracer = tracing.tracer(provider) if settings.telemetry_enabled else None
+        rpc_metrics = self.metrics.rpc if settings.telemetry_enabled else None
+        self.server = grpc.aio.server(
+            interceptors=[ServerInterceptor(tracer, rpc_metrics)],
+            options=_server_options(settings),
+        )
         self.port = self.server.add_insecure_port(f"{settings.bind_host}:{settings.port}")
         if self.port == 0:
             raise RuntimeError(f"cannot bind {settings.bind_host}:{settings.port}")
-        instance_id = settings.instance_id or (
-            f"{self.spec.name}-{socket.gethostname()}-{self.port}"
+        self.mesh = MeshClient(
+            settings,
+            self.registry,
+            tracer=tracer,
+            metrics=self.metrics if settings.telemetry_enabled else None,
         )
-        context = ServingContext(self.spec.name, instance_id, settings, self.mesh)
+        self.metrics.build_info.labels(self.spec.name, instance_id, __version__).set(1)
+        context = ServingContext(self.spec.name, instance_id, settings, self.mesh, self.metrics)
         await self.spec.add_to_server(self.server, context)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
@@ -109,7 +143,9 @@ class Runtime:
             ],
             self.server,
         )
-        metrics_server, _ = start_http_server(settings.metrics_port, addr=settings.bind_host)
+        metrics_server, _ = start_http_server(
+            settings.metrics_port, addr=settings.bind_host, registry=self.metrics_registry
+        )
         self._metrics_server = metrics_server
         self.metrics_port = metrics_server.server_port
         await self.server.start()
@@ -143,8 +179,12 @@ class Runtime:
                 log.exception("deregistration failed; the lease will expire instead")
         await asyncio.sleep(self.settings.propagation_seconds)
         log.info("draining", extra={"grace_seconds": self.settings.drain_grace_seconds})
-        await self.server.stop(self.settings.drain_grace_seconds)
-        await self.mesh.close()
+        if self.server is not None:
+            await self.server.stop(self.settings.drain_grace_seconds)
+        if self.mesh is not None:
+            await self.mesh.close()
+        if isinstance(self.tracer_provider, TracerProvider):
+            await asyncio.to_thread(self.tracer_provider.shutdown)  # flushes pending spans
         if self._owns_registry:
             await self.registry.close()
         if self._metrics_server is not None:

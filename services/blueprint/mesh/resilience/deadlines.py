@@ -1,0 +1,40 @@
+"""Deadline propagation: an outgoing call never outlives the incoming call it serves.
+
+grpcio does not carry a server's deadline into the calls its handler makes, so
+the server runtime records the incoming deadline here and the mesh client
+shortens every outgoing timeout to fit inside it.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import time
+
+# Absolute time.monotonic() by which the incoming call must be answered; None outside a call.
+_incoming_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "blueprint_incoming_deadline", default=None
+)
+
+
+def set_incoming(time_remaining: float | None) -> contextvars.Token[float | None]:
+    """Called by the server runtime when a call starts (`context.time_remaining()`)."""
+    deadline = None if time_remaining is None else time.monotonic() + time_remaining
+    return _incoming_deadline.set(deadline)
+
+
+def reset_incoming(token: contextvars.Token[float | None]) -> None:
+    _incoming_deadline.reset(token)
+
+
+def remaining_incoming() -> float | None:
+    """Seconds left on the call being served, or None when there is no such call or deadline."""
+    deadline = _incoming_deadline.get()
+    return None if deadline is None else deadline - time.monotonic()
+
+
+def outgoing_timeout(requested: float | None, default: float) -> float:
+    """The timeout an outgoing call gets: what the caller asked for (else the default),
+    never more than what is left of the incoming call. May be <= 0: already expired."""
+    timeout = default if requested is None else requested
+    left = remaining_incoming()
+    return timeout if left is None else min(timeout, left)

@@ -1,0 +1,1 @@
+"""Traces and metrics for every hop: OpenTelemetry spans, prometheus-client metrics."""

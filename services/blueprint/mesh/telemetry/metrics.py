@@ -1,0 +1,140 @@
+"""The RPC and mesh metrics every process exports on its /metrics port.
+
+Names and labels follow OpenTelemetry's RPC semantic conventions (v1.40,
+`rpc.server.call.duration` and friends) translated to Prometheus: attribute
+`rpc.method` becomes label `rpc_method`, durations are seconds. Histograms
+carry trace-id exemplars (served when Prometheus asks for OpenMetrics).
+"""
+
+from __future__ import annotations
+
+import functools
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+
+# OpenTelemetry's recommended boundaries for RPC durations, in seconds.
+RPC_DURATION_BUCKETS = (
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+)  # fmt: skip
+
+BREAKER_STATE_VALUES = {"closed": 0, "half_open": 1, "open": 2}
+
+
+class RpcMetrics:
+    """Server- and client-side call metrics; one instance per registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.server_duration = Histogram(
+            "rpc_server_call_duration_seconds",
+            "Duration of incoming RPCs (OpenTelemetry rpc.server.call.duration).",
+            ["rpc_system_name", "rpc_method", "rpc_response_status_code"],
+            buckets=RPC_DURATION_BUCKETS,
+            registry=registry,
+        )
+        self.server_in_flight = Gauge(
+            "rpc_server_calls_in_flight",
+            "Incoming RPCs being handled now.",
+            ["rpc_method"],
+            registry=registry,
+        )
+        self.client_duration = Histogram(
+            "rpc_client_call_duration_seconds",
+            "Duration of outgoing RPCs, retries included (OpenTelemetry rpc.client.call.duration).",
+            ["rpc_system_name", "rpc_method", "rpc_response_status_code", "server_address"],
+            buckets=RPC_DURATION_BUCKETS,
+            registry=registry,
+        )
+        self.client_in_flight = Gauge(
+            "rpc_client_calls_in_flight",
+            "Outgoing RPCs awaiting an answer now.",
+            ["server_address"],
+            registry=registry,
+        )
+
+
+class MeshMetrics:
+    """What the client-side mesh decides: picks, retries, breakers, ejections."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.picks = Counter(
+            "blueprint_mesh_picks",
+            "Calls sent to each endpoint, by the balancer that chose it.",
+            ["target", "endpoint", "balancer"],
+            registry=registry,
+        )
+        self.retries = Counter(
+            "blueprint_mesh_retries",
+            "Attempts after the first, by what caused them.",
+            ["target", "reason"],
+            registry=registry,
+        )
+        self.budget_exhausted = Counter(
+            "blueprint_mesh_retry_budget_exhausted",
+            "Retries not made because the retry budget was spent.",
+            ["target"],
+            registry=registry,
+        )
+        self.breaker_state = Gauge(
+            "blueprint_mesh_breaker_state",
+            "Circuit breaker state per endpoint: 0 closed, 1 half-open, 2 open.",
+            ["target", "endpoint"],
+            registry=registry,
+        )
+        self.breaker_transitions = Counter(
+            "blueprint_mesh_breaker_transitions",
+            "Circuit breaker state changes, by the state entered.",
+            ["target", "endpoint", "state"],
+            registry=registry,
+        )
+        self.ejections = Counter(
+            "blueprint_mesh_ejections",
+            "Endpoints ejected as outliers (consecutive failures).",
+            ["target", "endpoint"],
+            registry=registry,
+        )
+        self.endpoints = Gauge(
+            "blueprint_mesh_endpoints",
+            "Endpoints discovery currently lists for a target.",
+            ["target"],
+            registry=registry,
+        )
+        self.discovery_changes = Counter(
+            "blueprint_mesh_discovery_changes",
+            "Endpoint-set changes received from discovery.",
+            ["target"],
+            registry=registry,
+        )
+        self.bulkhead_rejections = Counter(
+            "blueprint_mesh_bulkhead_rejections",
+            "Calls refused at once because the target's in-flight limit was reached.",
+            ["target"],
+            registry=registry,
+        )
+        self.hedges = Counter(
+            "blueprint_mesh_hedges",
+            "Hedged (second) attempts sent for slow idempotent calls.",
+            ["target"],
+            registry=registry,
+        )
+
+
+class Metrics:
+    """Everything one process exports, built against one registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.rpc = RpcMetrics(registry)
+        self.mesh = MeshMetrics(registry)
+        self.build_info = Gauge(
+            "blueprint_build_info",
+            "Always 1; labels say which Blueprint service and instance this process is.",
+            ["service", "instance", "version"],
+            registry=registry,
+        )
+
+
+@functools.cache
+def default_metrics() -> Metrics:
+    """Metrics on prometheus-client's default registry, for clients outside a server runtime
+    (the CLI, benchmarks, tests); created on first use, once per process."""
+    return Metrics(REGISTRY)

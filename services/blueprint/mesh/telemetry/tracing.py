@@ -1,0 +1,88 @@
+"""Tracer setup and W3C trace-context propagation through gRPC metadata."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+
+from opentelemetry import context as otel_context
+from opentelemetry.propagators.textmap import Getter, Setter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.sampling import ParentBasedTraceIdRatio
+from opentelemetry.trace import NoOpTracerProvider, Tracer
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from blueprint.mesh.settings import Settings
+
+log = logging.getLogger(__name__)
+
+INSTRUMENTATION_NAME = "blueprint.mesh"
+# W3C trace context only: the one format every OpenTelemetry SDK reads.
+PROPAGATOR = TraceContextTextMapPropagator()
+
+MetadataPairs = Sequence[tuple[str, str | bytes]]
+
+
+class _MetadataGetter(Getter[MetadataPairs]):
+    """Reads headers from gRPC metadata pairs; binary (-bin) values are never trace context."""
+
+    def get(self, carrier: MetadataPairs, key: str) -> list[str] | None:
+        found = [v for k, v in carrier if k == key and isinstance(v, str)]
+        return found or None
+
+    def keys(self, carrier: MetadataPairs) -> list[str]:
+        return [k for k, _ in carrier]
+
+
+class _MetadataSetter(Setter[list[tuple[str, str | bytes]]]):
+    def set(self, carrier: list[tuple[str, str | bytes]], key: str, value: str) -> None:
+        carrier.append((key, value))
+
+
+_GETTER = _MetadataGetter()
+_SETTER = _MetadataSetter()
+
+
+def extract(metadata: Iterable[tuple[str, str | bytes]] | None) -> otel_context.Context:
+    """The caller's trace context; malformed or hostile headers yield an empty context,
+    as the W3C propagator ignores what it cannot parse."""
+    try:
+        return PROPAGATOR.extract(list(metadata or ()), getter=_GETTER)
+    except Exception:  # a bad header must never fail the call
+        log.debug("ignored unreadable trace context", exc_info=True)
+        return otel_context.Context()
+
+
+def inject(metadata: Iterable[tuple[str, str | bytes]] | None) -> list[tuple[str, str | bytes]]:
+    """A copy of `metadata` with the current trace context added (any old one replaced)."""
+    carrier = [(k, v) for k, v in metadata or () if k not in ("traceparent", "tracestate")]
+    PROPAGATOR.inject(carrier, setter=_SETTER)
+    return carrier
+
+
+def tracer_provider(
+    settings: Settings, service: str, instance_id: str, *, processors: Sequence[SpanProcessor] = ()
+) -> TracerProvider | NoOpTracerProvider:
+    """A provider for this process: sampled by ratio (respecting the caller's decision),
+    exporting over OTLP/gRPC when BLUEPRINT_OTLP_ENDPOINT is set."""
+    if not settings.telemetry_enabled:
+        return NoOpTracerProvider()
+    resource = Resource.create({"service.name": service, "service.instance.id": instance_id})
+    provider = TracerProvider(
+        resource=resource, sampler=ParentBasedTraceIdRatio(settings.trace_sampling_ratio)
+    )
+    for processor in processors:
+        provider.add_span_processor(processor)
+    if settings.otlp_endpoint:
+        # Imported here: the exporter pulls in its own gRPC stubs, needless when off.
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        exporter = OTLPSpanExporter(endpoint=settings.otlp_endpoint, insecure=True)
+        provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=500))
+    return provider
+
+
+def tracer(provider: TracerProvider | NoOpTracerProvider) -> Tracer:
+    return provider.get_tracer(INSTRUMENTATION_NAME)
