@@ -39,7 +39,8 @@ def _serve(args: argparse.Namespace) -> int:
     except catalog.UnknownService as error:
         print(f"blueprint serve: {error}", file=sys.stderr)
         return EXIT_USAGE
-    logs.configure(spec.name, settings.instance_id or spec.name)
+    name = settings.register_as or spec.name
+    logs.configure(name, settings.instance_id or name)
     asyncio.run(serve(spec, settings, redis_url=state.redis_url(settings)))
     return 0
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from datetime import timedelta
 
 from blueprint.mesh.errors import FieldChecks
@@ -10,6 +12,8 @@ MAX_PAYLOAD_BYTES = 1024 * 1024
 MAX_WORK = timedelta(seconds=60)
 MAX_TICKS = 10_000
 MAX_TICK_INTERVAL = timedelta(seconds=10)
+MAX_ROUTE = 8
+_SERVICE_NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
 # Codes a caller may ask Fail for: every non-OK gRPC status code.
 FAILABLE_CODES = range(1, 17)
 
@@ -39,4 +43,16 @@ def check_ticks(count: int, interval: timedelta) -> None:
     checks = FieldChecks()
     checks.require(1 <= count <= MAX_TICKS, "count", f"must be 1 to {MAX_TICKS}")
     checks.require(timedelta(0) <= interval <= MAX_TICK_INTERVAL, "interval", "must be 0 to 10 s")
+    checks.raise_if_any()
+
+
+def check_relay(route: Sequence[str], work: timedelta) -> None:
+    checks = FieldChecks()
+    checks.require(len(route) <= MAX_ROUTE, "route", f"at most {MAX_ROUTE} hops")
+    checks.require(
+        all(_SERVICE_NAME.match(name) for name in route),
+        "route",
+        "each hop is a service name: lowercase letters, digits and '-'",
+    )
+    checks.require(timedelta(0) <= work <= MAX_WORK, "work", "must be 0 to 60 s")
     checks.raise_if_any()

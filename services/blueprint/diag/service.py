@@ -3,29 +3,50 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import random
 import time
 from collections.abc import AsyncIterator
 
 import grpc
 import grpc.aio
 from google.protobuf import duration_pb2
+from opentelemetry import trace
 
 from blueprint.diag import checks, work
 from blueprint.diag.v1 import diag_pb2, diag_pb2_grpc
+from blueprint.mesh.client import MeshClient
 from blueprint.mesh.server import ServiceSpec, ServingContext
+
+log = logging.getLogger(__name__)
 
 _KNOWN_KINDS = {diag_pb2.WORK_KIND_UNSPECIFIED, diag_pb2.WORK_KIND_SLEEP, diag_pb2.WORK_KIND_CPU}
 
 
 class DiagnosticsServicer(diag_pb2_grpc.DiagnosticsServicer):
-    def __init__(self, instance_id: str, slowdown: float) -> None:
+    def __init__(
+        self,
+        instance_id: str,
+        *,
+        service: str,
+        mesh: MeshClient,
+        slowdown: float = 1.0,
+        failure_rate: float = 0.0,
+        rng: random.Random | None = None,
+    ) -> None:
         self._instance_id = instance_id
+        self._service = service
+        self._mesh = mesh
         self._slowdown = slowdown
+        self._failure_rate = failure_rate
+        self._rng = rng or random.Random()
 
     async def Echo(
         self, request: diag_pb2.EchoRequest, context: grpc.aio.ServicerContext
     ) -> diag_pb2.EchoResponse:
         checks.check_echo(request.payload)
+        if self._failure_rate and self._rng.random() < self._failure_rate:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "injected failure")
         return diag_pb2.EchoResponse(payload=request.payload, instance_id=self._instance_id)
 
     async def Work(
@@ -61,9 +82,45 @@ class DiagnosticsServicer(diag_pb2_grpc.DiagnosticsServicer):
                 await asyncio.sleep(interval.total_seconds())
             yield diag_pb2.TicksResponse(sequence=sequence, instance_id=self._instance_id)
 
+    async def Relay(
+        self, request: diag_pb2.RelayRequest, context: grpc.aio.ServicerContext
+    ) -> diag_pb2.RelayResponse:
+        work_time = request.work.ToTimedelta()
+        checks.check_relay(request.route, work_time)
+        hop = diag_pb2.Hop(service=self._service, instance_id=self._instance_id)
+        remaining = context.time_remaining()
+        if remaining is not None:
+            hop.deadline_remaining.FromNanoseconds(int(remaining * 1e9))
+        span_context = trace.get_current_span().get_span_context()
+        if span_context.is_valid:
+            hop.trace_id = format(span_context.trace_id, "032x")
+        if not request.route:
+            try:
+                await work.sleep_for(work_time.total_seconds())
+            except asyncio.CancelledError:
+                log.info("relay work stopped: the call ended", extra={"hop": self._service})
+                raise
+            return diag_pb2.RelayResponse(hops=[hop])
+        next_hop = self._mesh.stub(request.route[0], diag_pb2_grpc.DiagnosticsStub)
+        onward = diag_pb2.RelayRequest(route=request.route[1:], work=request.work)
+        try:
+            # No timeout given: the mesh derives it from this call's deadline.
+            reply = await next_hop.Relay(onward)
+        except grpc.aio.AioRpcError as error:
+            await context.abort(error.code(), f"{request.route[0]}: {error.details()}")
+            raise AssertionError("abort returned") from error
+        return diag_pb2.RelayResponse(hops=[hop, *reply.hops])
+
 
 async def _add(server: grpc.aio.Server, context: ServingContext) -> None:
-    servicer = DiagnosticsServicer(context.instance_id, context.settings.diag_slowdown)
+    settings = context.settings
+    servicer = DiagnosticsServicer(
+        context.instance_id,
+        service=context.service,
+        mesh=context.mesh,
+        slowdown=settings.diag_slowdown,
+        failure_rate=settings.diag_failure_rate,
+    )
     diag_pb2_grpc.add_DiagnosticsServicer_to_server(servicer, server)
 
 

@@ -106,14 +106,18 @@ class Runtime:
         self.instance: Instance | None = None
         self._metrics_server: object | None = None
 
+    @property
+    def name(self) -> str:
+        """The discovery name: the spec's, unless BLUEPRINT_REGISTER_AS says otherwise."""
+        return self.settings.register_as or self.spec.name
+
     async def start(self) -> Instance:
         settings = self.settings
+        name = self.name
         # Host and pid: unique on a machine and, in Kubernetes, the pod name.
-        instance_id = settings.instance_id or (
-            f"{self.spec.name}-{socket.gethostname()}-{os.getpid()}"
-        )
+        instance_id = settings.instance_id or f"{name}-{socket.gethostname()}-{os.getpid()}"
         provider = tracing.tracer_provider(
-            settings, self.spec.name, instance_id, processors=self._span_processors
+            settings, name, instance_id, processors=self._span_processors
         )
         self.tracer_provider = provider
         tracer = tracing.tracer(provider) if settings.telemetry_enabled else None
@@ -131,8 +135,8 @@ class Runtime:
             tracer=tracer,
             metrics=self.metrics if settings.telemetry_enabled else None,
         )
-        self.metrics.build_info.labels(self.spec.name, instance_id, __version__).set(1)
-        context = ServingContext(self.spec.name, instance_id, settings, self.mesh, self.metrics)
+        self.metrics.build_info.labels(name, instance_id, __version__).set(1)
+        context = ServingContext(name, instance_id, settings, self.mesh, self.metrics)
         await self.spec.add_to_server(self.server, context)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
@@ -149,10 +153,10 @@ class Runtime:
         self._metrics_server = metrics_server
         self.metrics_port = metrics_server.server_port
         await self.server.start()
-        for name in ("", *self.spec.grpc_services):
-            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        for health_name in ("", *self.spec.grpc_services):
+            await self.health.set(health_name, health_pb2.HealthCheckResponse.SERVING)
         self.instance = Instance(
-            service=self.spec.name,
+            service=name,
             instance_id=instance_id,
             address=f"{settings.advertise_host}:{self.port}",
             weight=settings.weight,

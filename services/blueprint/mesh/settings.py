@@ -107,12 +107,69 @@ class Settings(BaseSettings):
     trace_sampling_ratio: float = Field(default=1.0, ge=0, le=1)
     telemetry_enabled: bool = Field(default=True, description="off: no spans, no RPC metrics")
 
+    # Data (blueprint.infra.sql, ids)
+    database_url: str | None = Field(
+        default=None,
+        description="the writer; postgresql://… or sqlite:///…; unset: <state_dir>/<service>.db",
+    )
+    database_replica_urls: list[str] = Field(
+        default_factory=list, description='read replicas of database_url, JSON: ["postgresql://…"]'
+    )
+    database_shard_urls: list[str] = Field(
+        default_factory=list, description="one writer per shard; unset: one shard, database_url"
+    )
+    database_shard_replica_urls: list[list[str]] = Field(
+        default_factory=list,
+        description='replicas per shard, in shard order: [["r0a", "r0b"], ["r1a"]]',
+    )
+    database_pool_min: int = Field(
+        default=5, ge=1, le=1000, description="connections kept open per engine (the guide's 5)"
+    )
+    database_pool_max: int = Field(
+        default=20, ge=1, le=1000, description="connections open at most per engine (guide: 20)"
+    )
+    database_pool_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=300, description="wait for a free pooled connection, then fail"
+    )
+    database_connect_timeout_seconds: float = Field(default=5.0, gt=0, le=300)
+    database_command_timeout_seconds: float = Field(
+        default=30.0, gt=0, le=3600, description="PostgreSQL: one statement may take this long"
+    )
+    database_pool_recycle_seconds: float = Field(
+        default=1800.0, gt=0, description="replace older connections (proxies drop idle ones)"
+    )
+    read_your_writes_seconds: float = Field(
+        default=5.0, ge=0, le=3600, description="a caller that wrote reads the writer this long"
+    )
+    database_replica_retry_seconds: float = Field(
+        default=5.0, gt=0, le=3600, description="an unreachable replica is skipped this long"
+    )
+    ids_lease_seconds: float = Field(
+        default=10.0, ge=1, le=600, description="worker-id lease TTL in Redis; renewed every third"
+    )
+    ids_max_clock_backwards_ms: int = Field(
+        default=1000,
+        ge=0,
+        le=60_000,
+        description="a clock step back this small is waited out; larger refuses ids",
+    )
+
     # Local runs (`blueprint up`)
     replicas: int = Field(default=2, ge=1, le=32)
     state_dir: Path = Path(".blueprint")
 
-    # Diagnostics service: multiplies Work durations, to make one replica slow.
-    diag_slowdown: float = Field(default=1.0, ge=0, le=1000)
+    # Diagnostics service: fault injection for tests and benchmarks.
+    diag_slowdown: float = Field(
+        default=1.0, ge=0, le=1000, description="multiplies Work durations: a slow replica"
+    )
+    diag_failure_rate: float = Field(
+        default=0.0, ge=0, le=1, description="share of Echo calls answered UNAVAILABLE"
+    )
+    register_as: str | None = Field(
+        default=None,
+        pattern=r"^[a-z][a-z0-9-]*$",
+        description="discovery name to register under instead of the service's own",
+    )
 
     @model_validator(mode="after")
     def _heartbeat_fits_lease(self) -> Settings:

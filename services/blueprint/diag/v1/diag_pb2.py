@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x62lueprint/diag/v1/diag.proto\x12\x11\x62lueprint.diag.v1\x1a\x1egoogle/protobuf/duration.proto\"\x1e\n\x0b\x45\x63hoRequest\x12\x0f\n\x07payload\x18\x01 \x01(\t\"4\n\x0c\x45\x63hoResponse\x12\x0f\n\x07payload\x18\x01 \x01(\t\x12\x13\n\x0binstance_id\x18\x02 \x01(\t\"e\n\x0bWorkRequest\x12+\n\x08\x64uration\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12)\n\x04kind\x18\x02 \x01(\x0e\x32\x1b.blueprint.diag.v1.WorkKind\"O\n\x0cWorkResponse\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12*\n\x07\x65lapsed\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\",\n\x0b\x46\x61ilRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x0e\n\x0c\x46\x61ilResponse\"J\n\x0cTicksRequest\x12\r\n\x05\x63ount\x18\x01 \x01(\x05\x12+\n\x08interval\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"6\n\rTicksResponse\x12\x10\n\x08sequence\x18\x01 \x01(\x05\x12\x13\n\x0binstance_id\x18\x02 \x01(\t*M\n\x08WorkKind\x12\x19\n\x15WORK_KIND_UNSPECIFIED\x10\x00\x12\x13\n\x0fWORK_KIND_SLEEP\x10\x01\x12\x11\n\rWORK_KIND_CPU\x10\x02\x32\xca\x02\n\x0b\x44iagnostics\x12L\n\x04\x45\x63ho\x12\x1e.blueprint.diag.v1.EchoRequest\x1a\x1f.blueprint.diag.v1.EchoResponse\"\x03\x90\x02\x01\x12L\n\x04Work\x12\x1e.blueprint.diag.v1.WorkRequest\x1a\x1f.blueprint.diag.v1.WorkResponse\"\x03\x90\x02\x02\x12L\n\x04\x46\x61il\x12\x1e.blueprint.diag.v1.FailRequest\x1a\x1f.blueprint.diag.v1.FailResponse\"\x03\x90\x02\x01\x12Q\n\x05Ticks\x12\x1f.blueprint.diag.v1.TicksRequest\x1a .blueprint.diag.v1.TicksResponse\"\x03\x90\x02\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x62lueprint/diag/v1/diag.proto\x12\x11\x62lueprint.diag.v1\x1a\x1egoogle/protobuf/duration.proto\"\x1e\n\x0b\x45\x63hoRequest\x12\x0f\n\x07payload\x18\x01 \x01(\t\"4\n\x0c\x45\x63hoResponse\x12\x0f\n\x07payload\x18\x01 \x01(\t\x12\x13\n\x0binstance_id\x18\x02 \x01(\t\"e\n\x0bWorkRequest\x12+\n\x08\x64uration\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12)\n\x04kind\x18\x02 \x01(\x0e\x32\x1b.blueprint.diag.v1.WorkKind\"O\n\x0cWorkResponse\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12*\n\x07\x65lapsed\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\",\n\x0b\x46\x61ilRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x0e\n\x0c\x46\x61ilResponse\"J\n\x0cTicksRequest\x12\r\n\x05\x63ount\x18\x01 \x01(\x05\x12+\n\x08interval\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"6\n\rTicksResponse\x12\x10\n\x08sequence\x18\x01 \x01(\x05\x12\x13\n\x0binstance_id\x18\x02 \x01(\t\"F\n\x0cRelayRequest\x12\r\n\x05route\x18\x01 \x03(\t\x12\'\n\x04work\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"5\n\rRelayResponse\x12$\n\x04hops\x18\x01 \x03(\x0b\x32\x16.blueprint.diag.v1.Hop\"t\n\x03Hop\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x13\n\x0binstance_id\x18\x02 \x01(\t\x12\x35\n\x12\x64\x65\x61\x64line_remaining\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x10\n\x08trace_id\x18\x04 \x01(\t*M\n\x08WorkKind\x12\x19\n\x15WORK_KIND_UNSPECIFIED\x10\x00\x12\x13\n\x0fWORK_KIND_SLEEP\x10\x01\x12\x11\n\rWORK_KIND_CPU\x10\x02\x32\x9b\x03\n\x0b\x44iagnostics\x12L\n\x04\x45\x63ho\x12\x1e.blueprint.diag.v1.EchoRequest\x1a\x1f.blueprint.diag.v1.EchoResponse\"\x03\x90\x02\x01\x12L\n\x04Work\x12\x1e.blueprint.diag.v1.WorkRequest\x1a\x1f.blueprint.diag.v1.WorkResponse\"\x03\x90\x02\x02\x12L\n\x04\x46\x61il\x12\x1e.blueprint.diag.v1.FailRequest\x1a\x1f.blueprint.diag.v1.FailResponse\"\x03\x90\x02\x01\x12Q\n\x05Ticks\x12\x1f.blueprint.diag.v1.TicksRequest\x1a .blueprint.diag.v1.TicksResponse\"\x03\x90\x02\x01\x30\x01\x12O\n\x05Relay\x12\x1f.blueprint.diag.v1.RelayRequest\x1a .blueprint.diag.v1.RelayResponse\"\x03\x90\x02\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,8 +40,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DIAGNOSTICS'].methods_by_name['Fail']._serialized_options = b'\220\002\001'
   _globals['_DIAGNOSTICS'].methods_by_name['Ticks']._loaded_options = None
   _globals['_DIAGNOSTICS'].methods_by_name['Ticks']._serialized_options = b'\220\002\001'
-  _globals['_WORKKIND']._serialized_start=547
-  _globals['_WORKKIND']._serialized_end=624
+  _globals['_DIAGNOSTICS'].methods_by_name['Relay']._loaded_options = None
+  _globals['_DIAGNOSTICS'].methods_by_name['Relay']._serialized_options = b'\220\002\001'
+  _globals['_WORKKIND']._serialized_start=792
+  _globals['_WORKKIND']._serialized_end=869
   _globals['_ECHOREQUEST']._serialized_start=83
   _globals['_ECHOREQUEST']._serialized_end=113
   _globals['_ECHORESPONSE']._serialized_start=115
@@ -58,6 +60,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TICKSREQUEST']._serialized_end=489
   _globals['_TICKSRESPONSE']._serialized_start=491
   _globals['_TICKSRESPONSE']._serialized_end=545
-  _globals['_DIAGNOSTICS']._serialized_start=627
-  _globals['_DIAGNOSTICS']._serialized_end=957
+  _globals['_RELAYREQUEST']._serialized_start=547
+  _globals['_RELAYREQUEST']._serialized_end=617
+  _globals['_RELAYRESPONSE']._serialized_start=619
+  _globals['_RELAYRESPONSE']._serialized_end=672
+  _globals['_HOP']._serialized_start=674
+  _globals['_HOP']._serialized_end=790
+  _globals['_DIAGNOSTICS']._serialized_start=872
+  _globals['_DIAGNOSTICS']._serialized_end=1283
 # @@protoc_insertion_point(module_scope)

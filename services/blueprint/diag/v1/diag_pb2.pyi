@@ -3,9 +3,11 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
@@ -219,3 +221,88 @@ class TicksResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TicksResponse: _TypeAlias = TicksResponse  # noqa: Y015
+
+@_typing.final
+class RelayRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROUTE_FIELD_NUMBER: _builtins.int
+    WORK_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def route(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Discovery names of the services still to visit, at most 8; empty: this
+        hop is the last.
+        """
+
+    @_builtins.property
+    def work(self) -> _duration_pb2.Duration:
+        """The last hop sleeps this long (0 to 60 s), so a deadline can run out there."""
+
+    def __init__(
+        self,
+        *,
+        route: _abc.Iterable[_builtins.str] | None = ...,
+        work: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["work", b"work"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["route", b"route", "work", b"work"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RelayRequest: _TypeAlias = RelayRequest  # noqa: Y015
+
+@_typing.final
+class RelayResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOPS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def hops(self) -> _containers.RepeatedCompositeFieldContainer[Global___Hop]:
+        """Every hop, the first (the service called) first."""
+
+    def __init__(
+        self,
+        *,
+        hops: _abc.Iterable[Global___Hop] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hops", b"hops"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RelayResponse: _TypeAlias = RelayResponse  # noqa: Y015
+
+@_typing.final
+class Hop(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERVICE_FIELD_NUMBER: _builtins.int
+    INSTANCE_ID_FIELD_NUMBER: _builtins.int
+    DEADLINE_REMAINING_FIELD_NUMBER: _builtins.int
+    TRACE_ID_FIELD_NUMBER: _builtins.int
+    service: _builtins.str
+    """The discovery name the hop serves under."""
+    instance_id: _builtins.str
+    trace_id: _builtins.str
+    """The trace this hop's span belongs to (hex), empty when not traced."""
+    @_builtins.property
+    def deadline_remaining(self) -> _duration_pb2.Duration:
+        """Time left on the call when it reached this hop; unset without a deadline."""
+
+    def __init__(
+        self,
+        *,
+        service: _builtins.str = ...,
+        instance_id: _builtins.str = ...,
+        deadline_remaining: _duration_pb2.Duration | None = ...,
+        trace_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["deadline_remaining", b"deadline_remaining"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deadline_remaining", b"deadline_remaining", "instance_id", b"instance_id", "service", b"service", "trace_id", b"trace_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Hop: _TypeAlias = Hop  # noqa: Y015

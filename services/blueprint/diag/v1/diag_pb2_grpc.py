@@ -57,6 +57,11 @@ class DiagnosticsStub:
                 request_serializer=blueprint_dot_diag_dot_v1_dot_diag__pb2.TicksRequest.SerializeToString,
                 response_deserializer=blueprint_dot_diag_dot_v1_dot_diag__pb2.TicksResponse.FromString,
                 _registered_method=True)
+        self.Relay = channel.unary_unary(
+                '/blueprint.diag.v1.Diagnostics/Relay',
+                request_serializer=blueprint_dot_diag_dot_v1_dot_diag__pb2.RelayRequest.SerializeToString,
+                response_deserializer=blueprint_dot_diag_dot_v1_dot_diag__pb2.RelayResponse.FromString,
+                _registered_method=True)
 
 
 class DiagnosticsServicer:
@@ -94,6 +99,15 @@ class DiagnosticsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Relay(self, request, context):
+        """Relay passes the call on through the mesh to each service of `route` in
+        turn and reports every hop: one call across several services, for
+        tracing and deadline-propagation checks.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DiagnosticsServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -116,6 +130,11 @@ def add_DiagnosticsServicer_to_server(servicer, server):
                     servicer.Ticks,
                     request_deserializer=blueprint_dot_diag_dot_v1_dot_diag__pb2.TicksRequest.FromString,
                     response_serializer=blueprint_dot_diag_dot_v1_dot_diag__pb2.TicksResponse.SerializeToString,
+            ),
+            'Relay': grpc.unary_unary_rpc_method_handler(
+                    servicer.Relay,
+                    request_deserializer=blueprint_dot_diag_dot_v1_dot_diag__pb2.RelayRequest.FromString,
+                    response_serializer=blueprint_dot_diag_dot_v1_dot_diag__pb2.RelayResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -229,6 +248,33 @@ class Diagnostics:
             '/blueprint.diag.v1.Diagnostics/Ticks',
             blueprint_dot_diag_dot_v1_dot_diag__pb2.TicksRequest.SerializeToString,
             blueprint_dot_diag_dot_v1_dot_diag__pb2.TicksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Relay(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/blueprint.diag.v1.Diagnostics/Relay',
+            blueprint_dot_diag_dot_v1_dot_diag__pb2.RelayRequest.SerializeToString,
+            blueprint_dot_diag_dot_v1_dot_diag__pb2.RelayResponse.FromString,
             options,
             channel_credentials,
             insecure,

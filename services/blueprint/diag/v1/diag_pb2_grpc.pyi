@@ -46,6 +46,11 @@ class DiagnosticsStub:
     """Fail answers with the requested gRPC status code and message."""
     Ticks: _grpc.UnaryStreamMultiCallable[_diag_pb2.TicksRequest, _diag_pb2.TicksResponse]
     """Ticks streams `count` ticks, `interval` apart."""
+    Relay: _grpc.UnaryUnaryMultiCallable[_diag_pb2.RelayRequest, _diag_pb2.RelayResponse]
+    """Relay passes the call on through the mesh to each service of `route` in
+    turn and reports every hop: one call across several services, for
+    tracing and deadline-propagation checks.
+    """
 
 @_typing.type_check_only
 class DiagnosticsAsyncStub(DiagnosticsStub):
@@ -65,6 +70,11 @@ class DiagnosticsAsyncStub(DiagnosticsStub):
     """Fail answers with the requested gRPC status code and message."""
     Ticks: _aio.UnaryStreamMultiCallable[_diag_pb2.TicksRequest, _diag_pb2.TicksResponse]  # type: ignore[assignment]
     """Ticks streams `count` ticks, `interval` apart."""
+    Relay: _aio.UnaryUnaryMultiCallable[_diag_pb2.RelayRequest, _diag_pb2.RelayResponse]  # type: ignore[assignment]
+    """Relay passes the call on through the mesh to each service of `route` in
+    turn and reports every hop: one call across several services, for
+    tracing and deadline-propagation checks.
+    """
 
 class DiagnosticsServicer(metaclass=_abc_1.ABCMeta):
     """Diagnostics is the mesh's test subject: every replica answers with its own
@@ -105,5 +115,16 @@ class DiagnosticsServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_diag_pb2.TicksResponse], _abc.AsyncIterator[_diag_pb2.TicksResponse]]:
         """Ticks streams `count` ticks, `interval` apart."""
+
+    @_abc_1.abstractmethod
+    def Relay(
+        self,
+        request: _diag_pb2.RelayRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_diag_pb2.RelayResponse, _abc.Awaitable[_diag_pb2.RelayResponse]]:
+        """Relay passes the call on through the mesh to each service of `route` in
+        turn and reports every hop: one call across several services, for
+        tracing and deadline-propagation checks.
+        """
 
 def add_DiagnosticsServicer_to_server(servicer: DiagnosticsServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

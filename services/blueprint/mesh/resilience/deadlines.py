@@ -10,6 +10,11 @@ from __future__ import annotations
 import contextvars
 import time
 
+# Kept back from every propagated deadline: the reply needs time to travel back, and
+# gRPC rounds a timeout up when it encodes it on the wire, so without it a callee
+# could be told it has more time than its caller will actually wait.
+RETURN_TRIP_ALLOWANCE_SECONDS = 0.002
+
 # Absolute time.monotonic() by which the incoming call must be answered; None outside a call.
 _incoming_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
     "blueprint_incoming_deadline", default=None
@@ -34,7 +39,8 @@ def remaining_incoming() -> float | None:
 
 def outgoing_timeout(requested: float | None, default: float) -> float:
     """The timeout an outgoing call gets: what the caller asked for (else the default),
-    never more than what is left of the incoming call. May be <= 0: already expired."""
+    never more than what is left of the incoming call (less the return trip).
+    May be <= 0: already expired."""
     timeout = default if requested is None else requested
     left = remaining_incoming()
-    return timeout if left is None else min(timeout, left)
+    return timeout if left is None else min(timeout, left - RETURN_TRIP_ALLOWANCE_SECONDS)

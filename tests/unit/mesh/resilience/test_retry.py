@@ -1,0 +1,118 @@
+from __future__ import annotations
+
+import math
+import random
+
+import grpc
+import pytest
+from fake_clock import FakeClock
+from hypothesis import given
+from hypothesis import strategies as st
+
+from blueprint.mesh.resilience.retry import STOP, RetryBudget, RetryPolicy, server_pushback
+
+UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
+
+
+@given(retry=st.integers(1, 30), seed=st.integers(0, 2**32))
+def test_full_jitter_stays_within_the_exponential_ceiling(retry: int, seed: int) -> None:
+    policy = RetryPolicy(base_seconds=0.01, max_backoff_seconds=0.5, rng=random.Random(seed))
+    delay = policy.backoff(retry)
+    assert 0 <= delay <= min(0.5, 0.01 * 2 ** (retry - 1))
+
+
+def test_only_idempotent_calls_with_retryable_codes_and_attempts_left_are_retried() -> None:
+    policy = RetryPolicy(max_attempts=3, rng=random.Random(1))
+    assert policy.delay_before_retry(UNAVAILABLE, (), idempotent=True, attempts_made=1) is not None
+    assert policy.delay_before_retry(UNAVAILABLE, (), idempotent=False, attempts_made=1) is None
+    assert policy.delay_before_retry(UNAVAILABLE, (), idempotent=True, attempts_made=3) is None
+    for code in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.INVALID_ARGUMENT):
+        assert policy.delay_before_retry(code, (), idempotent=True, attempts_made=1) is None
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("250", 0.25), (b"0", 0.0), ("-1", STOP), ("soon", STOP), ("", STOP), ("1e3", STOP)],
+)
+def test_server_pushback_is_honoured_and_a_bad_one_means_stop(
+    value: str | bytes, expected: object
+) -> None:
+    assert server_pushback([("grpc-retry-pushback-ms", value)]) == expected
+    policy = RetryPolicy()
+    delay = policy.delay_before_retry(
+        UNAVAILABLE, [("grpc-retry-pushback-ms", value)], idempotent=True, attempts_made=1
+    )
+    assert delay == (None if expected is STOP else expected)
+
+
+def test_no_pushback_header_means_no_opinion() -> None:
+    assert server_pushback([("other", "1")]) is None
+    assert server_pushback(None) is None
+
+
+def test_budget_allows_the_floor_then_a_share_of_calls() -> None:
+    clock = FakeClock()
+    budget = RetryBudget(ratio=0.2, min_per_second=1.0, window_seconds=10, clock=clock)
+    # Floor: 1/s over a 10 s window = 10 retries with no calls at all.
+    assert sum(budget.try_spend() for _ in range(20)) == 10
+    for _ in range(100):
+        budget.record_call()
+    # 100 calls add 20 more.
+    assert sum(budget.try_spend() for _ in range(50)) == 20
+
+
+def test_budget_forgets_traffic_older_than_its_window() -> None:
+    clock = FakeClock()
+    budget = RetryBudget(ratio=0.5, min_per_second=0.0, window_seconds=10, clock=clock)
+    for _ in range(100):
+        budget.record_call()
+    assert sum(budget.try_spend() for _ in range(100)) == 50
+    clock.advance(11)
+    assert not budget.try_spend()
+    budget.record_call()
+    budget.record_call()
+    assert budget.try_spend()
+    assert not budget.try_spend()
+
+
+@given(
+    steps=st.lists(st.tuples(st.floats(0, 3), st.integers(0, 20), st.integers(0, 20)), max_size=40)
+)
+def test_budget_never_allows_more_than_ratio_of_window_calls_plus_floor(
+    steps: list[tuple[float, int, int]],
+) -> None:
+    clock = FakeClock()
+    budget = RetryBudget(ratio=0.2, min_per_second=1.0, window_seconds=5, clock=clock)
+    history: list[tuple[float, str]] = []
+
+    def in_window(kind: str) -> int:
+        # The window is the last 5 whole seconds (the budget's slots).
+        now = math.floor(clock.now)
+        return sum(1 for t, k in history if k == kind and math.floor(t) > now - 5)
+
+    for advance, calls, retries in steps:
+        clock.advance(advance)
+        for _ in range(calls):
+            budget.record_call()
+            history.append((clock.now, "call"))
+        for _ in range(retries):
+            if budget.try_spend():
+                history.append((clock.now, "retry"))
+                # Whenever a retry is granted, the window holds no more than allowed.
+                assert in_window("retry") <= 0.2 * in_window("call") + 5 + 1e-9
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"max_attempts": 0}, {"base_seconds": 0}, {"base_seconds": 2, "max_backoff_seconds": 1}],
+)
+def test_bad_policy_parameters_are_refused(kwargs: dict[str, float]) -> None:
+    with pytest.raises(ValueError):
+        RetryPolicy(**kwargs)  # type: ignore[arg-type]
+
+
+def test_bad_budget_parameters_are_refused() -> None:
+    with pytest.raises(ValueError):
+        RetryBudget(ratio=1.5)
+    with pytest.raises(ValueError):
+        RetryBudget(window_seconds=0)
