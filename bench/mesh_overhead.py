@@ -1,6 +1,11 @@
-"""Mesh client overhead: one Echo load through a raw channel and through the mesh client.
+"""Mesh client overhead: one Echo load through a raw channel and through the mesh client,
+and what telemetry (RPC metrics, spans) adds on both sides.
 
-Same server, same concurrency, same process. The modes take turns in
+Same concurrency, same process; the raw and plain mesh modes share one server
+with telemetry off, and each telemetry mode has a server configured like its
+client (metrics and unsampled spans; metrics and every call traced — spans
+are created and ended, with no exporter, so the figure is the instrumentation's
+own cost, not a collector's). The modes take turns in
 rounds whose order rotates, and each figure is the median over rounds, so
 neither machine drift nor going first favours one side. The ratio to raw
 is taken within each round before the median: modes measured seconds apart
@@ -17,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 
 import grpc.aio
+from prometheus_client import CollectorRegistry
 
 from bench.common import Sample, closed_loop, diag_servers, print_table, progress, write_result
 from blueprint.diag.v1.diag_pb2 import EchoRequest, EchoResponse
@@ -24,12 +30,22 @@ from blueprint.diag.v1.diag_pb2_grpc import DiagnosticsStub
 from blueprint.mesh.client import MeshClient
 from blueprint.mesh.discovery import StaticRegistry
 from blueprint.mesh.settings import BalancerName, Settings
+from blueprint.mesh.telemetry import tracing
+from blueprint.mesh.telemetry.metrics import Metrics
 
 NAME = "mesh_overhead"
 GOAL_RATIO = 0.75  # the project's stated goal: mesh throughput >= 0.75 x raw
 RAW = "raw channel"
 MESH_BALANCERS: tuple[BalancerName, ...] = ("round_robin", "p2c_peak_ewma")
-MODES = (RAW, *(f"mesh, {balancer}" for balancer in MESH_BALANCERS))
+SAMPLING_OFF = "mesh, round_robin, metrics + spans unsampled"
+SAMPLING_ON = "mesh, round_robin, metrics + every call traced"
+MODES = (RAW, *(f"mesh, {balancer}" for balancer in MESH_BALANCERS), SAMPLING_OFF, SAMPLING_ON)
+# Server per telemetry level: (instance id, environment).
+SERVERS = {
+    "off": ("diag-plain", {"BLUEPRINT_TELEMETRY_ENABLED": "false"}),
+    "unsampled": ("diag-unsampled", {"BLUEPRINT_TRACE_SAMPLING_RATIO": "0"}),
+    "sampled": ("diag-sampled", {"BLUEPRINT_TRACE_SAMPLING_RATIO": "1"}),
+}
 
 
 @dataclass(frozen=True)
@@ -50,22 +66,33 @@ QUICK = Parameters(warmup_seconds=0.1, rounds=1, settle_seconds=0.05, duration_s
 EchoCall = Callable[[], Awaitable[EchoResponse]]
 
 
-def _mesh_client(balancer: BalancerName, address: str) -> MeshClient:
+def _mesh_client(balancer: BalancerName, address: str, sampling: float | None = None) -> MeshClient:
+    """A mesh client; with `sampling` it records metrics and spans at that ratio."""
     endpoints = {"diag": [address]}
     settings = Settings(discovery="static", static_endpoints=endpoints, balancer=balancer)
-    return MeshClient(settings, StaticRegistry(endpoints))
+    if sampling is None:
+        return MeshClient(settings, StaticRegistry(endpoints))
+    traced = settings.model_copy(update={"trace_sampling_ratio": sampling})
+    provider = tracing.tracer_provider(traced, "bench", "bench-client")
+    return MeshClient(
+        settings,
+        StaticRegistry(endpoints),
+        tracer=tracing.tracer(provider),
+        metrics=Metrics(CollectorRegistry()),
+    )
 
 
-async def _measure(address: str, params: Parameters) -> dict[str, list[Sample]]:
+async def _measure(addresses: dict[str, str], params: Parameters) -> dict[str, list[Sample]]:
     request = EchoRequest(payload="x" * params.payload_bytes)
-    raw_channel = grpc.aio.insecure_channel(address)
-    clients = {balancer: _mesh_client(balancer, address) for balancer in MESH_BALANCERS}
+    raw_channel = grpc.aio.insecure_channel(addresses["off"])
+    clients = {
+        f"mesh, {balancer}": _mesh_client(balancer, addresses["off"]) for balancer in MESH_BALANCERS
+    }
+    clients[SAMPLING_OFF] = _mesh_client("round_robin", addresses["unsampled"], sampling=0.0)
+    clients[SAMPLING_ON] = _mesh_client("round_robin", addresses["sampled"], sampling=1.0)
     stubs = {
         RAW: DiagnosticsStub(raw_channel),
-        **{
-            f"mesh, {balancer}": client.stub("diag", DiagnosticsStub)
-            for balancer, client in clients.items()
-        },
+        **{mode: client.stub("diag", DiagnosticsStub) for mode, client in clients.items()},
     }
     calls: dict[str, EchoCall] = {
         mode: functools.partial(stub.Echo, request, timeout=params.timeout_seconds)
@@ -143,6 +170,8 @@ def _report(samples: dict[str, list[Sample]], params: Parameters) -> None:
             "calls: total over rounds. calls/s, latencies and vs raw (throughput ratio within",
             "  a round): median over rounds. CPU us/call: this client process's CPU time (all",
             "  threads) per call; it shows the mesh's cost even when the server is the limit.",
+            "Telemetry rows: client and server both record RPC metrics and create spans",
+            "  (unsampled: none kept; traced: every call kept, no exporter attached).",
             f"mesh ({MESH_BALANCERS[0]}) / raw throughput: {ratio:.2f}"
             f" (goal >= {GOAL_RATIO}: {verdict})",
         ],
@@ -162,7 +191,8 @@ def _report(samples: dict[str, list[Sample]], params: Parameters) -> None:
 
 def run(quick: bool) -> None:
     params = QUICK if quick else FULL
-    progress("overhead: starting 1 diag server")
-    with diag_servers({"diag-overhead": {}}) as servers:
-        samples = asyncio.run(_measure(servers[0].address, params))
+    progress(f"overhead: starting {len(SERVERS)} diag servers (telemetry off/unsampled/sampled)")
+    with diag_servers(dict(SERVERS.values())) as servers:
+        addresses = {level: server.address for level, server in zip(SERVERS, servers, strict=True)}
+        samples = asyncio.run(_measure(addresses, params))
     _report(samples, params)

@@ -25,6 +25,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.trace import NoOpTracerProvider
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
@@ -36,6 +37,7 @@ from blueprint.mesh.discovery import Instance, Registry, open_registry
 from blueprint.mesh.interceptors import ServerInterceptor
 from blueprint.mesh.settings import Settings
 from blueprint.mesh.telemetry import tracing
+from blueprint.mesh.telemetry.instrumentation import instrument_sql
 from blueprint.mesh.telemetry.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -50,6 +52,8 @@ class ServingContext:
     settings: Settings
     mesh: MeshClient
     metrics: Metrics
+    # For instrumenting the service's own clients (telemetry.instrumentation).
+    tracer_provider: TracerProvider | NoOpTracerProvider
 
 
 @dataclass(frozen=True)
@@ -136,7 +140,8 @@ class Runtime:
             metrics=self.metrics if settings.telemetry_enabled else None,
         )
         self.metrics.build_info.labels(name, instance_id, __version__).set(1)
-        context = ServingContext(name, instance_id, settings, self.mesh, self.metrics)
+        instrument_sql(provider)
+        context = ServingContext(name, instance_id, settings, self.mesh, self.metrics, provider)
         await self.spec.add_to_server(self.server, context)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
