@@ -8,23 +8,14 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from pydantic import ValidationError
-
-from blueprint.mesh.settings import Settings
+from blueprint.mesh.settings import Settings, load_or_exit
 
 EXIT_USAGE = 2
 EXIT_RPC_FAILED = 1
 
 
 def _settings() -> Settings:
-    try:
-        return Settings()
-    except ValidationError as error:
-        problems = "; ".join(
-            f"BLUEPRINT_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
-            for e in error.errors()
-        )
-        raise SystemExit(f"blueprint: bad settings: {problems}") from None
+    return load_or_exit()
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -151,6 +142,13 @@ def parser() -> argparse.ArgumentParser:
 
     status = commands.add_parser("status", help="list the instances in discovery")
     status.set_defaults(run=_status)
+
+    # Commands that live with what they operate on.
+    from blueprint.infra import worker
+    from blueprint.infra.sql import migrate_command
+
+    migrate_command.register(commands)
+    worker.register(commands)
     return root
 
 

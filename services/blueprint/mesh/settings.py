@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 BalancerName = Literal[
@@ -154,6 +154,61 @@ class Settings(BaseSettings):
         description="a clock step back this small is waited out; larger refuses ids",
     )
 
+    # Queues and workers (blueprint.infra.queue, `blueprint work NAME`)
+    worker_handlers: dict[str, str] = Field(
+        default_factory=dict,
+        description='more `blueprint work` names: {"NAME": "module:attribute"} of a HandlerSpec',
+    )
+    worker_concurrency: int = Field(
+        default=4, ge=1, le=256, description="messages one worker process handles at once"
+    )
+    queue_visibility_timeout_seconds: float = Field(
+        default=30.0, ge=0.05, le=3600, description="idle this long: taken over by another"
+    )
+    queue_max_deliveries: int = Field(
+        default=5, ge=1, le=1000, description="deliveries before the dead-letter stream"
+    )
+    queue_retry_base_seconds: float = Field(
+        default=1.0, gt=0, le=3600, description="first retry delay; doubles per failure"
+    )
+    queue_retry_max_seconds: float = Field(default=300.0, gt=0, le=86_400)
+    queue_retry_jitter: float = Field(default=0.2, ge=0, lt=1 / 3, description="± share")
+    queue_block_seconds: float = Field(
+        default=1.0, gt=0, le=60, description="a blocked read returns this often"
+    )
+    queue_promote_interval_seconds: float = Field(
+        default=0.5, gt=0, le=60, description="how often due retries are moved back"
+    )
+    queue_processed_ttl_seconds: float = Field(
+        default=86_400.0, gt=0, description="how long a redelivered message is recognised"
+    )
+    queue_handler_timeout_seconds: float | None = Field(
+        default=300.0, gt=0, description="a handler running longer has failed; unset: none"
+    )
+
+    # Cache (blueprint.infra.cache)
+    cache_ttl_seconds: float = Field(default=300.0, gt=0, description="cache-aside entry life")
+    cache_ttl_jitter: float = Field(
+        default=0.1, ge=0, lt=1, description="± share, so keys filled together expire apart"
+    )
+    cache_negative_ttl_seconds: float = Field(
+        default=30.0, ge=0, description="how long a miss is remembered; 0: not at all"
+    )
+    cache_stale_seconds: float = Field(
+        default=0.0, ge=0, description="serve stale this long while one caller refreshes; 0: off"
+    )
+    cache_xfetch_beta: float = Field(
+        default=1.0, ge=0, description="probabilistic early refresh (XFetch); 0: off"
+    )
+    cache_lock_ttl_seconds: float = Field(default=5.0, ge=0.01, description="single-flight lock")
+    cache_wait_seconds: float = Field(
+        default=10.0, gt=0, description="how long a caller waits for another's load"
+    )
+    cache_near_ttl_seconds: float = Field(
+        default=0.0, ge=0, description="in-process near cache for hot keys; 0: off"
+    )
+    cache_near_max_entries: int = Field(default=1024, ge=1)
+
     # Local runs (`blueprint up`)
     replicas: int = Field(default=2, ge=1, le=32)
     state_dir: Path = Path(".blueprint")
@@ -179,3 +234,16 @@ class Settings(BaseSettings):
 
     def balancer_for(self, service: str) -> BalancerName:
         return self.balancers.get(service, self.balancer)
+
+
+def load_or_exit() -> Settings:
+    """The settings from the environment, or exit naming every bad BLUEPRINT_* variable
+    (for commands: a traceback would bury the one line that matters)."""
+    try:
+        return Settings()
+    except ValidationError as error:
+        problems = "; ".join(
+            f"BLUEPRINT_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
+            for e in error.errors()
+        )
+        raise SystemExit(f"blueprint: bad settings: {problems}") from None

@@ -1,0 +1,134 @@
+"""The worker process behind `blueprint work NAME`: one process consuming one queue.
+
+It runs `--concurrency` consumers (each handles one message at a time) plus the loop
+that moves due retries back, serves Prometheus `/metrics`, and logs JSON lines. On
+SIGTERM (or SIGINT) it stops reading, lets in-flight handlers finish within
+BLUEPRINT_DRAIN_GRACE_SECONDS and exits 0; a handler still running after that is
+cancelled, and its message (never acknowledged) is taken over by another worker after
+the visibility timeout. Nothing is lost either way: that is at-least-once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import signal
+import socket
+
+import redis.asyncio as aioredis
+from prometheus_client import start_http_server
+from redis.exceptions import RedisError
+
+from blueprint.infra.queue.consumer import Consumer
+from blueprint.infra.queue.metrics import QueueMetrics
+from blueprint.infra.queue.queue import WorkQueue
+from blueprint.infra.queue.registry import HandlerSpec, WorkerContext
+from blueprint.infra.queue.scheduler import promote_due_forever
+from blueprint.infra.queue.settings import consumer_options, retry_policy
+from blueprint.mesh.settings import Settings
+
+log = logging.getLogger(__name__)
+
+EXIT_FAILED = 1
+
+
+def consumer_prefix(name: str, instance_id: str | None) -> str:
+    """Stable across restarts when the instance id is (as `blueprint up` sets it)."""
+    raw = instance_id or f"{name}-{socket.gethostname()}-{os.getpid()}"
+    return re.sub(r"[^A-Za-z0-9_.-]", "-", raw)[:90]
+
+
+async def work(
+    name: str, spec: HandlerSpec, settings: Settings, *, redis_url: str, concurrency: int
+) -> int:
+    """Run until SIGTERM/SIGINT; returns the exit code."""
+    instance_id = consumer_prefix(name, settings.instance_id)
+    redis = aioredis.Redis.from_url(redis_url, health_check_interval=10)
+    queue = WorkQueue(redis, prefix=settings.redis_prefix)
+    metrics_server, _ = start_http_server(settings.metrics_port, addr=settings.bind_host)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        try:
+            await queue.ensure_group(spec.stream, spec.group)
+        except RedisError as exc:
+            log.error("cannot reach Redis", extra={"error": str(exc)})
+            return EXIT_FAILED
+        context = WorkerContext(name, instance_id, settings, redis, queue)
+        metrics = QueueMetrics()  # once per process: the default registry refuses twins
+        async with spec.factory(context) as handler:
+            consumers = [
+                Consumer(
+                    queue,
+                    spec.stream,
+                    spec.group,
+                    f"{instance_id}-{n}",
+                    handler,
+                    retry=spec.retry or retry_policy(settings),
+                    options=consumer_options(settings),
+                    metrics=metrics,
+                )
+                for n in range(1, concurrency + 1)
+            ]
+            return await _run(consumers, queue, spec, settings, stop, metrics_server.server_port)
+    finally:
+        with contextlib.suppress(Exception):
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(signum)
+        await redis.aclose()
+        await asyncio.to_thread(metrics_server.shutdown)
+        log.info("stopped")
+
+
+async def _run(
+    consumers: list[Consumer],
+    queue: WorkQueue,
+    spec: HandlerSpec,
+    settings: Settings,
+    stop: asyncio.Event,
+    metrics_port: int,
+) -> int:
+    tasks = [asyncio.create_task(c.run(stop), name=c.name) for c in consumers]
+    tasks.append(
+        asyncio.create_task(
+            promote_due_forever(
+                queue, spec.stream, stop, interval_seconds=settings.queue_promote_interval_seconds
+            ),
+            name="promote due retries",
+        )
+    )
+    log.info(
+        "working",
+        extra={
+            "stream": spec.stream,
+            "group": spec.group,
+            "concurrency": len(consumers),
+            "metrics_port": metrics_port,
+        },
+    )
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait([stopping, *tasks], return_when=asyncio.FIRST_COMPLETED)
+    crashed = [t for t in tasks if t.done() and not t.cancelled() and t.exception() is not None]
+    for task in crashed:
+        log.error("a consumer crashed", exc_info=task.exception(), extra={"task": task.get_name()})
+    stop.set()
+    stopping.cancel()
+    grace = settings.drain_grace_seconds
+    log.info("draining", extra={"grace_seconds": grace})
+    _, late = await asyncio.wait(tasks, timeout=grace)
+    if late:
+        log.warning(
+            "grace period over; unfinished messages will be redelivered",
+            extra={"cancelled": sorted(t.get_name() for t in late)},
+        )
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
+    for consumer in consumers:
+        await consumer.forget()
+    return EXIT_FAILED if crashed else 0

@@ -1,0 +1,167 @@
+"""One logical database: a writer engine, its read replicas, and the routing between them."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+
+from blueprint.infra.sql.engines import EngineOptions, create_engine
+from blueprint.infra.sql.routing import Clock, ReadYourWrites, ReplicaRotation, current_caller
+from blueprint.infra.sql.urls import normalise_url, shown, sqlite_url
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
+
+    from blueprint.mesh.settings import Settings
+
+log = logging.getLogger(__name__)
+
+WRITER = "writer"
+
+# What "unreachable" looks like at connect: refused/reset sockets, timeouts, and the
+# server refusing us (shutting down, too many clients, database gone).
+_UNREACHABLE = (OSError, TimeoutError, DBAPIError)
+
+
+class Database:
+    """A writer plus read replicas, with read-after-write routing.
+
+    `write()` is a transaction on the writer; committing it pins the caller to the
+    writer for `read_your_writes_seconds`. `read()` goes to the writer for a pinned
+    caller, else to the next replica in turn; a replica that does not connect is skipped
+    for `replica_retry_seconds`, and with no replica left the writer serves. The caller
+    is the `caller` argument, or else `current_caller` (set per request with
+    `caller_scope`); a read or write with no caller is anonymous and never pinned.
+
+    Sessions say where they went in `session.info["route"]` ("writer" or "replica-N").
+
+    Who wrote lately is known to this process only. A caller's next request usually
+    reaches another replica of the service; to keep read-your-writes across them, have
+    its clients send the caller as the mesh's hash key (`consistent_hash` balancer,
+    `x-blueprint-hash-key`) so a caller's calls stay on one replica.
+    """
+
+    def __init__(
+        self,
+        writer: AsyncEngine,
+        replicas: Sequence[AsyncEngine] = (),
+        *,
+        read_your_writes_seconds: float = 5.0,
+        replica_retry_seconds: float = 5.0,
+        name: str = "db",
+        clock: Clock | None = None,
+    ) -> None:
+        self.writer = writer
+        self.replicas = tuple(replicas)
+        self.name = name
+        clocks = {} if clock is None else {"clock": clock}
+        self._recent_writers = ReadYourWrites(read_your_writes_seconds, **clocks)
+        self._rotation = ReplicaRotation(len(self.replicas), replica_retry_seconds, **clocks)
+
+    @classmethod
+    def from_urls(
+        cls,
+        writer_url: str | URL,
+        replica_urls: Sequence[str | URL] = (),
+        *,
+        options: EngineOptions | None = None,
+        read_your_writes_seconds: float = 5.0,
+        replica_retry_seconds: float = 5.0,
+        name: str = "db",
+    ) -> Database:
+        # Every URL is checked before any engine exists, so a typo fails whole.
+        urls = [normalise_url(writer_url), *(normalise_url(u) for u in replica_urls)]
+        engines = [create_engine(url, options) for url in urls]
+        return cls(
+            engines[0],
+            engines[1:],
+            read_your_writes_seconds=read_your_writes_seconds,
+            replica_retry_seconds=replica_retry_seconds,
+            name=name,
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings, service: str) -> Database:
+        """`settings.database_url` and its replicas, or the service's SQLite file."""
+        if settings.database_url is None:
+            if settings.database_replica_urls:
+                raise ValueError(
+                    "BLUEPRINT_DATABASE_REPLICA_URLS needs BLUEPRINT_DATABASE_URL (the writer)"
+                )
+            writer: str | URL = sqlite_url(settings.state_dir, service)
+        else:
+            writer = settings.database_url
+        return cls.from_urls(
+            writer,
+            settings.database_replica_urls,
+            options=EngineOptions.from_settings(settings),
+            read_your_writes_seconds=settings.read_your_writes_seconds,
+            replica_retry_seconds=settings.database_replica_retry_seconds,
+            name=service,
+        )
+
+    @asynccontextmanager
+    async def write(self, caller: str | None = None) -> AsyncIterator[AsyncSession]:
+        """A session in a transaction on the writer, committed when the block ends."""
+        async with AsyncSession(self.writer, expire_on_commit=False) as session:
+            session.info["route"] = WRITER
+            async with session.begin():
+                yield session
+        # Only after the commit: a failed write pins no one.
+        self.note_write(caller)
+
+    @asynccontextmanager
+    async def read(self, caller: str | None = None) -> AsyncIterator[AsyncSession]:
+        """A session on the engine this caller should read from (see the class doc)."""
+        route, connection = await self._connect_for_read(caller)
+        try:
+            async with AsyncSession(bind=connection, expire_on_commit=False) as session:
+                session.info["route"] = route
+                yield session
+        finally:
+            await connection.close()
+
+    def note_write(self, caller: str | None = None) -> None:
+        """Pin `caller` to the writer, for writes made on `writer` without `write()`."""
+        self._recent_writers.note_write(self._caller(caller))
+
+    def read_route(self, caller: str | None = None) -> str:
+        """Where a read by `caller` would go first, without connecting."""
+        if self._recent_writers.pinned_to_writer(self._caller(caller)):
+            return WRITER
+        order = self._rotation.peek()
+        return f"replica-{order[0]}" if order else WRITER
+
+    async def dispose(self) -> None:
+        for engine in (self.writer, *self.replicas):
+            await engine.dispose()
+
+    def __repr__(self) -> str:
+        return (
+            f"Database({self.name!r}, writer={shown(self.writer.url)!r}, "
+            f"replicas={[shown(e.url) for e in self.replicas]!r})"
+        )
+
+    def _caller(self, caller: str | None) -> str | None:
+        return caller if caller is not None else current_caller.get()
+
+    async def _connect_for_read(self, caller: str | None) -> tuple[str, AsyncConnection]:
+        if not self._recent_writers.pinned_to_writer(self._caller(caller)):
+            for index in self._rotation.order():
+                try:
+                    return f"replica-{index}", await self.replicas[index].connect()
+                except _UNREACHABLE as error:
+                    self._rotation.mark_down(index)
+                    log.warning(
+                        "database %s: replica-%d (%s) unreachable, skipped for a while: %s",
+                        self.name,
+                        index,
+                        shown(self.replicas[index].url),
+                        error,
+                    )
+        return WRITER, await self.writer.connect()
