@@ -8,7 +8,7 @@ INSTALLED := $(VENV)/.installed
 TOOLS := .tools
 BUF := $(TOOLS)/node_modules/.bin/buf
 
-.PHONY: run test test-unit test-e2e protos protos-check lint format bench clean
+.PHONY: run test test-unit test-e2e protos protos-check lint format bench clean k8s deploy-check image-check
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,16 @@ format: $(INSTALLED)
 
 bench: $(INSTALLED)
 	$(PY) -m bench
+
+k8s: $(INSTALLED)
+	PYTHON=$(PY) scripts/deploy/install_tools.sh
+	scripts/deploy/render_k8s.sh
+
+image-check: $(INSTALLED)
+	PYTHON=$(PY) scripts/image_check.sh
+
+deploy-check: $(INSTALLED)
+	PY=$(PY) scripts/deploy/deploy_check.sh
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .blueprint .pytest_cache .mypy_cache .ruff_cache bench/results

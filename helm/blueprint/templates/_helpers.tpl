@@ -1,0 +1,173 @@
+{{/*
+Names, labels and the values merge every kind's template shares.
+*/}}
+
+{{/* Prefix of the chart-wide objects (ServiceAccount, ConfigMaps of the data stores, ...). */}}
+{{- define "blueprint.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Labels of every object: dict "root" ["name"] ["color"] ["component"]; the
+selector labels (blueprint.selectorLabels) are a subset of them.
+*/}}
+{{- define "blueprint.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version | replace "+" "_" }}
+app.kubernetes.io/part-of: blueprint
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+{{- if .name }}
+{{ include "blueprint.selectorLabels" . }}
+{{- else }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+{{- end }}
+{{- with .component }}
+app.kubernetes.io/component: {{ . }}
+{{- end }}
+{{- end -}}
+
+{{/* Pods that call the mesh: NetworkPolicies let them reach the gRPC servers. */}}
+{{- define "blueprint.meshClientLabel" -}}
+blueprint.io/mesh-client: "true"
+{{- end -}}
+
+{{/*
+Selector of one workload's pods: dict "root" "name" ["color"].
+Without color it selects both colours.
+*/}}
+{{- define "blueprint.selectorLabels" -}}
+app.kubernetes.io/name: {{ .name }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+{{- with .color }}
+color: {{ . }}
+{{- end }}
+{{- end -}}
+
+{{- define "blueprint.idleColor" -}}
+{{- if eq .Values.activeColor "blue" }}green{{ else }}blue{{ end -}}
+{{- end -}}
+
+{{- define "blueprint.image" -}}
+{{- printf "%s:%s" .root.Values.image.repository (index .root.Values.colors .color).tag -}}
+{{- end -}}
+
+{{/*
+Deep merge: dict "base" "override" -> JSON. Maps merge key by key, everything else
+(lists, scalars, false, 0) replaces. Sprig's mergeOverwrite cannot be used: it
+skips "empty" values, so `hpa: {enabled: false}` would not override `true`.
+*/}}
+{{- define "blueprint.deepMerge" -}}
+{{- $out := deepCopy .base -}}
+{{- range $key, $value := .override -}}
+{{- $current := get $out $key -}}
+{{- if and (kindIs "map" $value) (kindIs "map" $current) -}}
+{{- $_ := set $out $key (include "blueprint.deepMerge" (dict "base" $current "override" $value) | fromJson) -}}
+{{- else -}}
+{{- $_ := set $out $key $value -}}
+{{- end -}}
+{{- end -}}
+{{- toJson $out -}}
+{{- end -}}
+
+{{/* One workload's settings: dict "root" "override" -> JSON of defaults merged with override. */}}
+{{- define "blueprint.settings" -}}
+{{- include "blueprint.deepMerge" (dict "base" .root.Values.defaults "override" (.override | default dict)) -}}
+{{- end -}}
+
+{{/*
+The shutdown arithmetic (values.yaml, defaults): refuse to render a grace period
+the kubelet would cut short, naming the workload and the numbers.
+*/}}
+{{- define "blueprint.checkGrace" -}}
+{{- $s := .settings -}}
+{{- $needed := addf $s.preStopSleepSeconds $s.propagationSeconds $s.drainGraceSeconds $s.shutdownMarginSeconds -}}
+{{- if lt (float64 $s.terminationGracePeriodSeconds) $needed -}}
+{{- fail (printf "%s: terminationGracePeriodSeconds (%v) must be at least preStopSleepSeconds + propagationSeconds + drainGraceSeconds + shutdownMarginSeconds = %v + %v + %v + %v = %v" .where $s.terminationGracePeriodSeconds $s.preStopSleepSeconds $s.propagationSeconds $s.drainGraceSeconds $s.shutdownMarginSeconds $needed) -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+checkov suppressions: a list of "CKV_ID=reason" -> checkov.io/skipN annotations.
+Every skip carries its reason on the object it applies to.
+*/}}
+{{- define "blueprint.checkovSkips" -}}
+{{- range $i, $skip := . }}
+checkov.io/skip{{ add1 $i }}: {{ $skip | quote }}
+{{- end }}
+{{- end -}}
+
+{{/* Skips shared by every pod running the Blueprint image. */}}
+{{- define "blueprint.blueprintPodSkips" -}}
+- "CKV_K8S_43=Images are addressed by tag: colors.<colour>.tag is the blue-green rollout's contract, and `blueprint rollout` records the tag it verified"
+- "CKV_K8S_15=pullPolicy IfNotPresent: release tags are immutable, and Always would make every pod start depend on the registry"
+- "CKV_K8S_38=The token is needed: kubernetes discovery watches EndpointSlices through the API (Role limited to get/list/watch of them)"
+- "CKV_K8S_35=BLUEPRINT_REDIS_URL/BLUEPRINT_DATABASE_URL come from Secrets as env because the typed settings are read from the environment"
+{{- end -}}
+
+{{/* Pod-level securityContext: Pod Security "restricted". */}}
+{{- define "blueprint.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 10001
+runAsGroup: 10001
+fsGroup: 10001
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{/* Container-level securityContext: "restricted" plus a read-only root filesystem. */}}
+{{- define "blueprint.containerSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 10001
+runAsGroup: 10001
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+privileged: false
+capabilities:
+  drop: ["ALL"]
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{/* URL Secrets every Blueprint container reads: env entries. */}}
+{{- define "blueprint.secretEnv" -}}
+{{- $fullname := include "blueprint.fullname" . -}}
+- name: BLUEPRINT_REDIS_URL
+  valueFrom:
+    secretKeyRef:
+{{- if .Values.redis.enabled }}
+      name: {{ .Values.redis.auth.existingSecret | default (printf "%s-redis" $fullname) }}
+      key: url
+{{- else }}
+      name: {{ .Values.redis.external.existingSecret }}
+      key: {{ .Values.redis.external.urlKey }}
+{{- end }}
+- name: BLUEPRINT_DATABASE_URL
+  valueFrom:
+    secretKeyRef:
+{{- if .Values.postgresql.enabled }}
+      name: {{ .Values.postgresql.auth.existingSecret | default (printf "%s-postgresql" $fullname) }}
+      key: url
+{{- else }}
+      name: {{ .Values.postgresql.external.existingSecret }}
+      key: {{ .Values.postgresql.external.urlKey }}
+{{- end }}
+{{- end -}}
+
+{{/* Services that are enabled, sorted. */}}
+{{- define "blueprint.enabledServices" -}}
+{{- $names := list -}}
+{{- range $name, $override := .Values.services -}}
+{{- if include "blueprint.enabled" $override -}}{{- $names = append $names $name -}}{{- end -}}
+{{- end -}}
+{{- toJson $names -}}
+{{- end -}}
+
+{{/* A services/workers/cronJobs entry is on unless it says enabled: false. */}}
+{{- define "blueprint.enabled" -}}
+{{- if or (not (kindIs "map" .)) (not (hasKey . "enabled")) .enabled -}}true{{- end -}}
+{{- end -}}

@@ -1,0 +1,203 @@
+{{/*
+One named template per Kubernetes kind. The kind files (deployments.yaml,
+services.yaml, ...) range over services/workers and colours and call these.
+
+Common argument: dict
+  root      the chart root ($)
+  name      workload name: the service (diag) or <worker>-worker
+  component server | worker
+  settings  merged settings (blueprint.settings)
+*/}}
+
+{{/*
+Deployment <name>-<color>. Replicas:
+  - idle colour: `idleReplicas` (previewReplicas; 0 for workers);
+  - active colour without HPA: `replicas`;
+  - active colour with HPA: the count the cluster runs now, raised to
+    hpa.minReplicas (capped at maxReplicas). Re-applying the live count never
+    undoes the HPA's work on an upgrade (and shares the field with it under
+    server-side apply), and at a cut-over the colour turning active keeps the
+    pods it was previewing with: dropping the field instead would default it to
+    1, and an HPA never scales a Deployment up from 0. Without a cluster
+    (helm template, k8s/) the count is hpa.minReplicas.
+*/}}
+{{- define "blueprint.deployment" -}}
+{{- $root := .root -}}
+{{- $s := .settings -}}
+{{- $active := eq .color $root.Values.activeColor -}}
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {{ .name }}-{{ .color }}
+  namespace: {{ $root.Release.Namespace }}
+  labels:
+    {{- include "blueprint.labels" (dict "root" $root "name" .name "color" .color "component" .component) | nindent 4 }}
+  annotations:
+    {{- include "blueprint.checkovSkips" (include "blueprint.blueprintPodSkips" . | fromYamlArray) | trim | nindent 4 }}
+spec:
+  {{- if not $active }}
+  replicas: {{ .idleReplicas | int }}
+  {{- else if not .autoscaled }}
+  replicas: {{ $s.replicas | int }}
+  {{- else }}
+  {{- $live := lookup "apps/v1" "Deployment" $root.Release.Namespace (printf "%s-%s" .name .color) }}
+  {{- $current := 0 }}
+  {{- if $live }}{{ $current = int ($live.spec.replicas | default 0) }}{{ end }}
+  replicas: {{ min (max $current (int $s.hpa.minReplicas)) (int $s.hpa.maxReplicas) }}
+  {{- end }}
+  revisionHistoryLimit: 5
+  selector:
+    matchLabels:
+      {{- include "blueprint.selectorLabels" (dict "root" $root "name" .name "color" .color) | nindent 6 }}
+  strategy:
+    type: RollingUpdate
+    rollingUpdate:
+      # Never below the wanted count: a new pod must be ready before an old one drains.
+      maxUnavailable: 0
+      maxSurge: 25%
+  template:
+    {{- include "blueprint.podTemplate" . | nindent 4 }}
+{{- end -}}
+
+{{/*
+Service: the live one (<svc>, selecting activeColor) or the preview one
+(<svc>-preview, the idle colour). Bare names: discovery maps a service name to
+the Service of that name, and clients outside the mesh dial it as <svc>:50051.
+*/}}
+{{- define "blueprint.service" -}}
+{{- $root := .root -}}
+apiVersion: v1
+kind: Service
+metadata:
+  name: {{ .serviceName }}
+  namespace: {{ $root.Release.Namespace }}
+  labels:
+    {{- include "blueprint.labels" (dict "root" $root "name" .name "component" "server") | nindent 4 }}
+    blueprint.io/role: {{ .role }}
+spec:
+  type: ClusterIP
+  selector:
+    {{- include "blueprint.selectorLabels" (dict "root" $root "name" .name "color" .color) | nindent 4 }}
+  ports:
+    - name: grpc
+      port: {{ $root.Values.ports.grpc }}
+      targetPort: grpc
+      protocol: TCP
+      appProtocol: grpc
+    - name: metrics
+      port: {{ $root.Values.ports.metrics }}
+      targetPort: metrics
+      protocol: TCP
+      appProtocol: http
+{{- end -}}
+
+{{/*
+HorizontalPodAutoscaler <svc>: one per service, targeting the active colour.
+The idle colour has none: it runs previewReplicas, often 0, and an HPA can
+neither hold 0 (minReplicas >= 1) nor scale up from it. Keeping the HPA's name
+across a cut-over keeps its history; only scaleTargetRef moves.
+*/}}
+{{- define "blueprint.hpa" -}}
+{{- $root := .root -}}
+{{- $hpa := .settings.hpa -}}
+{{- if gt (int $hpa.minReplicas) (int $hpa.maxReplicas) -}}
+{{- fail (printf "%s: hpa.minReplicas (%v) must not exceed hpa.maxReplicas (%v)" .where $hpa.minReplicas $hpa.maxReplicas) -}}
+{{- end -}}
+{{- if and (kindIs "invalid" $hpa.targetCPUUtilizationPercentage) (not $hpa.requestsPerSecond.enabled) -}}
+{{- fail (printf "%s: hpa needs a metric: set hpa.targetCPUUtilizationPercentage or hpa.requestsPerSecond.enabled" .where) -}}
+{{- end -}}
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata:
+  name: {{ .name }}
+  namespace: {{ $root.Release.Namespace }}
+  labels:
+    {{- include "blueprint.labels" (dict "root" $root "name" .name "component" .component) | nindent 4 }}
+spec:
+  scaleTargetRef:
+    apiVersion: apps/v1
+    kind: Deployment
+    name: {{ .name }}-{{ $root.Values.activeColor }}
+  minReplicas: {{ $hpa.minReplicas | int }}
+  maxReplicas: {{ $hpa.maxReplicas | int }}
+  metrics:
+    {{- if not (kindIs "invalid" $hpa.targetCPUUtilizationPercentage) }}
+    - type: Resource
+      resource:
+        name: cpu
+        target:
+          type: Utilization
+          averageUtilization: {{ $hpa.targetCPUUtilizationPercentage | int }}
+    {{- end }}
+    {{- if $hpa.requestsPerSecond.enabled }}
+    # Served by prometheus-adapter (k8s/prometheus-adapter-rules.yaml).
+    - type: Pods
+      pods:
+        metric:
+          name: blueprint_rpc_requests_per_second
+        target:
+          type: AverageValue
+          averageValue: {{ $hpa.requestsPerSecond.averageValue | quote }}
+    {{- end }}
+  {{- with $hpa.behavior }}
+  behavior:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+{{- end -}}
+
+{{/*
+PodDisruptionBudget <name>: guards the live colour's pods, the ones serving; the
+idle colour's are previews (or none), and a budget on them would only block drains.
+*/}}
+{{- define "blueprint.pdb" -}}
+{{- $root := .root -}}
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata:
+  name: {{ .name }}
+  namespace: {{ $root.Release.Namespace }}
+  labels:
+    {{- include "blueprint.labels" (dict "root" $root "name" .name "component" .component) | nindent 4 }}
+spec:
+  {{- toYaml .settings.pdb | nindent 2 }}
+  # Pods that never got ready may be evicted: they protect nothing.
+  unhealthyPodEvictionPolicy: AlwaysAllow
+  selector:
+    matchLabels:
+      {{- include "blueprint.selectorLabels" (dict "root" $root "name" .name "color" $root.Values.activeColor) | nindent 6 }}
+{{- end -}}
+
+{{/*
+CronJob <name>: runs with the live colour's image (a batch job should run the
+code that is serving), once at a time, bounded by activeDeadlineSeconds.
+*/}}
+{{- define "blueprint.cronJob" -}}
+{{- $root := .root -}}
+{{- $s := .settings -}}
+apiVersion: batch/v1
+kind: CronJob
+metadata:
+  name: {{ .name }}
+  namespace: {{ $root.Release.Namespace }}
+  labels:
+    {{- include "blueprint.labels" (dict "root" $root "name" .name "component" "cronjob") | nindent 4 }}
+  annotations:
+    {{- include "blueprint.checkovSkips" (include "blueprint.blueprintPodSkips" . | fromYamlArray) | trim | nindent 4 }}
+spec:
+  schedule: {{ $s.schedule | quote }}
+  {{- with $s.timeZone }}
+  timeZone: {{ . | quote }}
+  {{- end }}
+  suspend: {{ $s.suspend | default false }}
+  concurrencyPolicy: {{ $s.concurrencyPolicy | default "Forbid" }}
+  startingDeadlineSeconds: 300
+  successfulJobsHistoryLimit: 3
+  failedJobsHistoryLimit: 3
+  jobTemplate:
+    spec:
+      backoffLimit: {{ $s.backoffLimit | default 2 | int }}
+      activeDeadlineSeconds: {{ $s.activeDeadlineSeconds | default 3600 | int }}
+      ttlSecondsAfterFinished: 86400
+      template:
+        {{- include "blueprint.podTemplate" . | nindent 8 }}
+{{- end -}}

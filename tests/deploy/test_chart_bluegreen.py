@@ -1,0 +1,142 @@
+"""Switching activeColor is a cut-over, not a redeploy.
+
+The same release is rendered with blue live and with green live; object by
+object, the only differences may be the Services' and PodDisruptionBudgets'
+colour selectors, the Deployments' replica counts and the HPAs' targets, plus
+the live-colour image of the run-to-completion pods (CronJobs, the helm test).
+No Deployment's pod template may change: no pod restarts at a cut-over.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from chart_render import CHART, FIXED_SECRETS, Doc, of_kind, pod_spec, render
+
+BLUE_LIVE = CHART / "ci" / "blue-active-values.yaml"
+GREEN_LIVE = CHART / "ci" / "green-active-values.yaml"
+TAGS = {"blue": "0.1.0", "green": "0.2.0"}  # as in both files
+
+
+def diff_paths(old: Any, new: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        paths = []
+        for key in sorted(set(old) | set(new), key=str):
+            paths += diff_paths(old.get(key), new.get(key), (*path, key))
+        return paths
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        return [
+            p
+            for i, (a, b) in enumerate(zip(old, new, strict=True))
+            for p in diff_paths(a, b, (*path, i))
+        ]
+    return [] if old == new else [path]
+
+
+def by_key(docs: tuple[Doc, ...]) -> dict[tuple[str, str], Doc]:
+    return {(d["kind"], d["metadata"]["name"]): d for d in docs}
+
+
+def allowed(kind: str, path: tuple[Any, ...]) -> bool:
+    if kind == "Service":
+        return path == ("spec", "selector", "color")
+    if kind == "PodDisruptionBudget":
+        return path == ("spec", "selector", "matchLabels", "color")
+    if kind == "Deployment":
+        return path == ("spec", "replicas")
+    if kind == "HorizontalPodAutoscaler":
+        return path == ("spec", "scaleTargetRef", "name")
+    if kind in ("CronJob", "Pod"):  # run-to-completion pods take the live colour's image
+        return path[-1] in ("image", "color", "app.kubernetes.io/version")
+    return False
+
+
+@pytest.fixture(scope="module")
+def renders() -> tuple[dict[tuple[str, str], Doc], dict[tuple[str, str], Doc]]:
+    return by_key(render((BLUE_LIVE,), FIXED_SECRETS)), by_key(render((GREEN_LIVE,), FIXED_SECRETS))
+
+
+def test_the_switch_changes_only_selectors_replicas_and_targets(renders: Any) -> None:
+    blue, green = renders
+    assert blue.keys() == green.keys(), "a cut-over must neither create nor delete objects"
+    unexpected = [
+        (kind, name, path)
+        for (kind, name), old in blue.items()
+        for path in diff_paths(old, green[(kind, name)])
+        if not allowed(kind, path)
+    ]
+    assert unexpected == []
+
+
+def test_no_deployment_pod_template_changes(renders: Any) -> None:
+    blue, green = renders
+    for (kind, name), old in blue.items():
+        if kind == "Deployment":
+            assert old["spec"]["template"] == green[(kind, name)]["spec"]["template"], name
+
+
+def test_services_follow_the_live_colour(renders: Any) -> None:
+    for live, view in zip(("blue", "green"), renders, strict=True):
+        idle = "green" if live == "blue" else "blue"
+        services = {name: doc for (kind, name), doc in view.items() if kind == "Service"}
+        for name in ("diag", "shortener"):
+            assert services[name]["spec"]["selector"]["color"] == live
+            assert services[f"{name}-preview"]["spec"]["selector"]["color"] == idle
+
+
+def test_replicas_move_with_the_live_colour(renders: Any) -> None:
+    for live, view in zip(("blue", "green"), renders, strict=True):
+        idle = "green" if live == "blue" else "blue"
+        deployments = {name: doc for (kind, name), doc in view.items() if kind == "Deployment"}
+        hpas = {
+            name: doc for (kind, name), doc in view.items() if kind == "HorizontalPodAutoscaler"
+        }
+        # diag: HPA on (min 2); shortener: HPA off, 3 replicas; previewReplicas 1;
+        # workers idle at 0.
+        assert deployments[f"diag-{live}"]["spec"]["replicas"] == 2
+        assert hpas["diag"]["spec"]["scaleTargetRef"]["name"] == f"diag-{live}"
+        assert deployments[f"shortener-{live}"]["spec"]["replicas"] == 3
+        assert "shortener" not in hpas
+        assert deployments[f"diag-{idle}"]["spec"]["replicas"] == 1
+        assert deployments[f"shortener-{idle}"]["spec"]["replicas"] == 1
+        assert deployments[f"notify-worker-{live}"]["spec"]["replicas"] == 2
+        assert deployments[f"notify-worker-{idle}"]["spec"]["replicas"] == 0
+
+
+def test_each_colour_runs_its_own_tag_whichever_is_live(renders: Any) -> None:
+    for view in renders:
+        for (kind, name), doc in view.items():
+            if kind == "Deployment":
+                color = name.rsplit("-", 1)[1]
+                images = {c["image"] for c in pod_spec(doc)["containers"]}
+                assert images == {f"ghcr.io/blueprint/blueprint:{TAGS[color]}"}, name
+
+
+def test_run_to_completion_pods_take_the_live_image(renders: Any) -> None:
+    for live, view in zip(("blue", "green"), renders, strict=True):
+        cronjob = view[("CronJob", "portfolio-snapshots")]
+        test_pod = view[("Pod", "blueprint-test-mesh")]
+        for doc in (cronjob, test_pod):
+            (container,) = pod_spec(doc)["containers"]
+            assert container["image"].endswith(f":{TAGS[live]}")
+
+
+def test_default_values_switch_the_same_way() -> None:
+    blue = by_key(render((), FIXED_SECRETS))
+    green = by_key(render((), (*FIXED_SECRETS, "activeColor=green")))
+    changed = sorted(
+        (kind, name, path)
+        for (kind, name), old in blue.items()
+        for path in diff_paths(old, green[(kind, name)])
+    )
+    assert changed == [
+        ("Deployment", "diag-blue", ("spec", "replicas")),
+        ("Deployment", "diag-green", ("spec", "replicas")),
+        ("HorizontalPodAutoscaler", "diag", ("spec", "scaleTargetRef", "name")),
+        ("PodDisruptionBudget", "diag", ("spec", "selector", "matchLabels", "color")),
+        ("Service", "diag", ("spec", "selector", "color")),
+        ("Service", "diag-preview", ("spec", "selector", "color")),
+    ]
+    assert of_kind(green.values(), "Deployment")["diag-green"]["spec"]["replicas"] == 2
+    assert of_kind(green.values(), "Deployment")["diag-blue"]["spec"]["replicas"] == 0

@@ -1,0 +1,82 @@
+"""Bad values are refused by helm itself, with an error naming the field.
+
+values.schema.json rejects wrong types, unknown services and keys, replica
+counts below 1 and colours other than blue/green; the templates refuse what a
+schema cannot express (a grace period shorter than the drain, min > max).
+"""
+
+from __future__ import annotations
+
+import pytest
+from chart_render import FIXED_SECRETS, of_kind, pod_spec, render, render_error
+
+REFUSED = [
+    # (--set, --set-string, what helm's error must say)
+    ((), ("services.diag.replicas=two",), ["/services/diag/replicas", "got string, want integer"]),
+    (("services.payments.enabled=true",), (), ["/services", "'payments' not allowed"]),
+    (("services.diag.replica=3",), (), ["/services/diag", "'replica' not allowed"]),
+    (("services.diag.replicas=0",), (), ["/services/diag/replicas", "minimum: got 0, want 1"]),
+    (("defaults.replicas=0",), (), ["/defaults/replicas", "minimum: got 0, want 1"]),
+    (("workers.notify.replicas=0",), (), ["/workers/notify/replicas", "minimum"]),
+    (("services.diag.hpa.minReplicas=0",), (), ["/services/diag/hpa/minReplicas", "minimum"]),
+    (("activeColor=purple",), (), ["/activeColor", "'blue', 'green'"]),
+    (("previewReplicas=-1",), (), ["/previewReplicas", "minimum: got -1, want 0"]),
+    ((), ("defaults.hpa.enabled=yes",), ["/defaults/hpa/enabled", "want boolean"]),
+    (("services.diag.balancer=fastest",), (), ["/services/diag/balancer", "value must be one of"]),
+    (("colors.green.tag=",), (), ["/colors/green/tag"]),
+    (("redis.enabled=false",), (), ["/redis/external", "existingSecret"]),
+    (("cronJobs.nightly.args={job}",), (), ["/cronJobs/nightly", "schedule"]),
+    (
+        ("services.diag.terminationGracePeriodSeconds=20",),
+        (),
+        ["services.diag: terminationGracePeriodSeconds (20) must be at least", "= 30"],
+    ),
+    (
+        ("services.diag.hpa.minReplicas=5", "services.diag.hpa.maxReplicas=3"),
+        (),
+        ["services.diag: hpa.minReplicas (5) must not exceed hpa.maxReplicas (3)"],
+    ),
+]
+
+
+@pytest.mark.parametrize(("sets", "set_strings", "expected"), REFUSED, ids=lambda v: str(v)[:60])
+def test_bad_values_are_refused_naming_the_field(
+    sets: tuple[str, ...], set_strings: tuple[str, ...], expected: list[str]
+) -> None:
+    error = render_error(sets=sets, set_strings=set_strings)
+    for fragment in expected:
+        assert fragment in error, error
+
+
+def test_a_service_override_of_false_wins_over_the_default() -> None:
+    # Sprig's mergeOverwrite would keep `true` here; the chart's merge does not.
+    docs = render(
+        (), (*FIXED_SECRETS, "services.diag.hpa.enabled=false", "services.diag.replicas=4")
+    )
+    assert of_kind(docs, "HorizontalPodAutoscaler") == {}
+    assert of_kind(docs, "Deployment")["diag-blue"]["spec"]["replicas"] == 4
+
+
+def test_an_external_database_needs_only_its_secret() -> None:
+    docs = render(
+        (),
+        (
+            "redis.enabled=false",
+            "redis.external.existingSecret=my-redis",
+            "postgresql.enabled=false",
+            "postgresql.external.existingSecret=my-db",
+            "postgresql.external.urlKey=dsn",
+        ),
+    )
+    assert of_kind(docs, "StatefulSet") == {}
+    assert of_kind(docs, "Secret") == {}
+    (container,) = pod_spec(of_kind(docs, "Deployment")["diag-blue"])["containers"]
+    refs = {
+        e["name"]: e["valueFrom"]["secretKeyRef"]
+        for e in container["env"]
+        if "valueFrom" in e and "secretKeyRef" in e["valueFrom"]
+    }
+    assert refs == {
+        "BLUEPRINT_REDIS_URL": {"name": "my-redis", "key": "url"},
+        "BLUEPRINT_DATABASE_URL": {"name": "my-db", "key": "dsn"},
+    }
