@@ -17,8 +17,10 @@ import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 import redis.asyncio as aioredis
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from blueprint.infra.queue import Priority, WorkQueue
 from blueprint.local.processes import free_port
@@ -264,3 +266,17 @@ def test_an_unreachable_redis_is_logged_and_exits_1() -> None:
     entries = [json.loads(line) for line in result.stderr.splitlines()]
     [failure] = [e for e in entries if e["level"] == "error"]
     assert failure["message"] == "cannot reach Redis" and "127.0.0.1:1" in failure["error"]
+
+
+def test_a_worker_answers_the_grpc_health_check_kubernetes_probes(
+    workers: Callable[..., Worker], redis_url: str, redis_prefix: str
+) -> None:
+    port = free_port()
+    env = worker_env(redis_url, redis_prefix, BLUEPRINT_PORT=str(port))
+    worker = workers("worker-health", env)
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        reply = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(), timeout=5
+        )
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    assert worker.stop() == 0

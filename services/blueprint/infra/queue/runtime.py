@@ -1,7 +1,9 @@
 """The worker process behind `blueprint work NAME`: one process consuming one queue.
 
 It runs `--concurrency` consumers (each handles one message at a time) plus the loop
-that moves due retries back, serves Prometheus `/metrics`, and logs JSON lines. On
+that moves due retries back, serves Prometheus `/metrics` and the standard gRPC health
+service on BLUEPRINT_PORT (so Kubernetes probes a worker as it probes a server), and
+logs JSON lines. On
 SIGTERM (or SIGINT) it stops reading, lets in-flight handlers finish within
 BLUEPRINT_DRAIN_GRACE_SECONDS and exits 0; a handler still running after that is
 cancelled, and its message (never acknowledged) is taken over by another worker after
@@ -18,7 +20,10 @@ import re
 import signal
 import socket
 
+import grpc.aio
 import redis.asyncio as aioredis
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
 from prometheus_client import start_http_server
 from redis.exceptions import RedisError
 
@@ -49,6 +54,11 @@ async def work(
     redis = aioredis.Redis.from_url(redis_url, health_check_interval=10)
     queue = WorkQueue(redis, prefix=settings.redis_prefix)
     metrics_server, _ = start_http_server(settings.metrics_port, addr=settings.bind_host)
+    health = HealthServicer()
+    health_server = grpc.aio.server()
+    health_pb2_grpc.add_HealthServicer_to_server(health, health_server)
+    health_server.add_insecure_port(f"{settings.bind_host}:{settings.port}")
+    await health_server.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -75,8 +85,11 @@ async def work(
                 )
                 for n in range(1, concurrency + 1)
             ]
+            await health.set("", health_pb2.HealthCheckResponse.SERVING)
             return await _run(consumers, queue, spec, settings, stop, metrics_server.server_port)
     finally:
+        await health.enter_graceful_shutdown()
+        await health_server.stop(None)
         with contextlib.suppress(Exception):
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(signum)
