@@ -1,8 +1,9 @@
 """`blueprint up`: the whole mesh on one machine, in the foreground.
 
-Starts discovery's Redis (embedded unless BLUEPRINT_REDIS_URL is set), then
-every service as N replicas on free ports, waits until each answers its health
-check, prints where everything is, restarts a replica that dies, and on Ctrl-C
+Starts discovery's Redis (embedded unless BLUEPRINT_REDIS_URL is set), runs
+every service's database migrations, starts every service as N replicas and
+every queue worker once, on free ports, waits until each answers its health
+check, prints where everything is, restarts a process that dies, and on Ctrl-C
 or SIGTERM stops all of it gracefully, leaving no process behind.
 """
 
@@ -20,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from blueprint import catalog
+from blueprint.infra.queue import registry as workers
+from blueprint.infra.sql import migrations
 from blueprint.local import state
 from blueprint.local.embedded_redis import EmbeddedRedis
 from blueprint.local.processes import free_port, spawn, stop_all
@@ -38,6 +41,8 @@ class Replica:
     port: int
     metrics_port: int
     log_path: Path
+    command: str = "serve"  # or "work", for a queue worker
+    state_dir: Path = Path(".blueprint")
     process: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     health: str = "STARTING"
@@ -52,9 +57,10 @@ class Replica:
         return f"127.0.0.1:{self.port}"
 
 
-def _replica_env(replica: Replica, redis_url: str) -> dict[str, str]:
+def _replica_env(replica: Replica, redis_url: str, state_dir: Path) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
+        BLUEPRINT_STATE_DIR=str(state_dir),
         BLUEPRINT_DISCOVERY="redis",
         BLUEPRINT_REDIS_URL=redis_url,
         BLUEPRINT_PORT=str(replica.port),
@@ -65,8 +71,9 @@ def _replica_env(replica: Replica, redis_url: str) -> dict[str, str]:
 
 
 def _start(replica: Replica, redis_url: str) -> None:
-    argv = [sys.executable, "-m", "blueprint.cli", "serve", replica.service]
-    replica.process = spawn(argv, _replica_env(replica, redis_url), replica.log_path)
+    argv = [sys.executable, "-m", "blueprint.cli", replica.command, replica.service]
+    env = _replica_env(replica, redis_url, replica.state_dir)
+    replica.process = spawn(argv, env, replica.log_path)
     replica.exited_at = None
 
 
@@ -111,6 +118,14 @@ def _table(replicas: list[Replica], redis_url: str, embedded: bool) -> str:
     return "\n".join(lines)
 
 
+async def _migrate(settings: Settings) -> None:
+    """Every service's schema, before any replica of it starts (as a Helm hook would)."""
+    for name in catalog.SERVICES:
+        if migrations.has_migrations(name):
+            print(f"migrating {name} ...", flush=True)
+            await migrations.migrate_from_settings(settings, name)
+
+
 async def _supervise(replicas: list[Replica], redis_url: str, stop: asyncio.Event) -> None:
     """Restart replicas that die, as a Deployment would, until asked to stop."""
     while not stop.is_set():
@@ -145,9 +160,15 @@ async def run(settings: Settings) -> int:
         embedded = EmbeddedRedis(state_dir / "redis")
         redis_url = embedded.start()
     replicas = [
-        Replica(name, n, free_port(), free_port(), logs / f"{name}-{n}.log")
+        Replica(name, n, free_port(), free_port(), logs / f"{name}-{n}.log", state_dir=state_dir)
         for name in catalog.SERVICES
         for n in range(1, settings.replicas + 1)
+    ]
+    replicas += [
+        Replica(
+            name, 1, free_port(), free_port(), logs / f"{name}-1.log", "work", state_dir=state_dir
+        )
+        for name in sorted({*workers.WORKERS, *settings.worker_handlers})
     ]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -155,6 +176,7 @@ async def run(settings: Settings) -> int:
         loop.add_signal_handler(signum, stop.set)
     state.write(state_dir, state.UpState(pid=os.getpid(), redis_url=redis_url))
     try:
+        await _migrate(settings.model_copy(update={"state_dir": state_dir}))
         for replica in replicas:
             _start(replica, redis_url)
         await _wait_healthy(replicas, timeout=30.0)
