@@ -56,13 +56,21 @@ class ServingContext:
     tracer_provider: TracerProvider | NoOpTracerProvider
 
 
+Cleanup = Callable[[], Awaitable[None]]
+
+
 @dataclass(frozen=True)
 class ServiceSpec:
-    """How to put one service on a server."""
+    """How to put one service on a server.
+
+    `add_to_server` registers the servicers and opens what they need; it may
+    return a cleanup that the runtime awaits after the last call has drained
+    (closing database pools, Redis clients).
+    """
 
     name: str  # the discovery name, e.g. "diag"
     grpc_services: Sequence[str]  # fully-qualified names, e.g. "blueprint.diag.v1.Diagnostics"
-    add_to_server: Callable[[grpc.aio.Server, ServingContext], Awaitable[None]]
+    add_to_server: Callable[[grpc.aio.Server, ServingContext], Awaitable[Cleanup | None]]
 
 
 def _server_options(settings: Settings) -> list[tuple[str, int]]:
@@ -109,6 +117,7 @@ class Runtime:
         self.metrics_port = 0
         self.instance: Instance | None = None
         self._metrics_server: object | None = None
+        self._cleanup: Cleanup | None = None
 
     @property
     def name(self) -> str:
@@ -142,7 +151,7 @@ class Runtime:
         self.metrics.build_info.labels(name, instance_id, __version__).set(1)
         instrument_sql(provider)
         context = ServingContext(name, instance_id, settings, self.mesh, self.metrics, provider)
-        await self.spec.add_to_server(self.server, context)
+        self._cleanup = await self.spec.add_to_server(self.server, context)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             [
@@ -190,6 +199,11 @@ class Runtime:
         log.info("draining", extra={"grace_seconds": self.settings.drain_grace_seconds})
         if self.server is not None:
             await self.server.stop(self.settings.drain_grace_seconds)
+        if self._cleanup is not None:
+            try:
+                await self._cleanup()
+            except Exception:  # the process is going anyway; say what leaked
+                log.exception("service cleanup failed")
         if self.mesh is not None:
             await self.mesh.close()
         if isinstance(self.tracer_provider, TracerProvider):
