@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -51,6 +51,11 @@ class CallPolicy:
     budget: RetryBudget
     max_in_flight: int
     hedge_after: float | None = None
+    # Per method path ("pkg.Service/Method"), for calls that bring no deadline.
+    method_timeouts: Mapping[str, float] = field(default_factory=dict)
+
+    def default_timeout_for(self, path: str) -> float:
+        return self.method_timeouts.get(path[1:], self.default_timeout)
 
 
 class CallRouter:
@@ -89,7 +94,7 @@ class CallRouter:
 
     def _begin(self, path: str, timeout: float | None) -> float:
         """Deadline and bulkhead, before anything is sent; returns the absolute deadline."""
-        seconds = deadlines.outgoing_timeout(timeout, self.policy.default_timeout)
+        seconds = deadlines.outgoing_timeout(timeout, self.policy.default_timeout_for(path))
         if seconds <= 0:
             raise _error(grpc.StatusCode.DEADLINE_EXCEEDED, "the incoming call's deadline passed")
         if self.in_flight >= self.policy.max_in_flight:

@@ -57,6 +57,7 @@ def call_policy(settings: Settings) -> CallPolicy:
         ),
         max_in_flight=settings.bulkhead_max_in_flight,
         hedge_after=settings.hedge_after_seconds,
+        method_timeouts=settings.method_timeouts,
     )
 
 

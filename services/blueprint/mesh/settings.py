@@ -76,7 +76,13 @@ class Settings(BaseSettings):
         default_factory=dict, description="per target service, overriding `balancer`"
     )
     hash_key_header: str = Field(default="x-blueprint-hash-key", pattern=r"^[a-z0-9_.-]+$")
-    default_timeout_seconds: float = Field(default=10.0, gt=0, le=3600)
+    default_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=3600, description="for a call with no deadline of its own"
+    )
+    method_timeouts: dict[str, float] = Field(
+        default_factory=dict,
+        description='per method, overriding the default: {"blueprint.diag.v1.Diagnostics/Work": 70}',
+    )
 
     # Resilience (client side, per target service)
     retry_budget_ratio: float = Field(

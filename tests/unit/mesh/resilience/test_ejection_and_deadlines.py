@@ -74,3 +74,17 @@ def test_an_incoming_call_without_deadline_leaves_the_default() -> None:
 def test_bad_ejection_configuration_is_refused(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         EjectionConfig(**kwargs)  # type: ignore[arg-type]
+
+
+def test_a_call_without_deadline_gets_its_methods_default() -> None:
+    from blueprint.mesh.client import call_policy
+    from blueprint.mesh.settings import Settings
+
+    policy = call_policy(
+        Settings(
+            default_timeout_seconds=4,
+            method_timeouts={"blueprint.diag.v1.Diagnostics/Work": 70},
+        )
+    )
+    assert policy.default_timeout_for("/blueprint.diag.v1.Diagnostics/Work") == 70
+    assert policy.default_timeout_for("/blueprint.diag.v1.Diagnostics/Echo") == 4
