@@ -81,7 +81,7 @@ class Settings(BaseSettings):
     )
     method_timeouts: dict[str, float] = Field(
         default_factory=dict,
-        description='per method, overriding the default: {"blueprint.diag.v1.Diagnostics/Work": 70}',
+        description='per method: {"blueprint.diag.v1.Diagnostics/Work": 70}',
     )
 
     # Resilience (client side, per target service)
