@@ -8,7 +8,7 @@ INSTALLED := $(VENV)/.installed
 TOOLS := .tools
 BUF := $(TOOLS)/node_modules/.bin/buf
 
-.PHONY: run test test-unit test-e2e protos protos-check lint format bench clean k8s deploy-check image-check
+.PHONY: run test test-unit test-e2e protos protos-check lint format bench clean k8s deploy-check image-check prometheus dashboards dashboards-check rules-check
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,8 @@ $(BUF):
 run: $(INSTALLED)
 	$(VENV)/bin/blueprint up
 
-test: $(INSTALLED)
+# Prometheus (Debian's package) is installed too: the observability tests run a real one.
+test: $(INSTALLED) prometheus
 	$(PY) -m pytest
 
 test-unit: $(INSTALLED)
@@ -34,7 +35,7 @@ protos: $(INSTALLED)
 protos-check: $(INSTALLED)
 	scripts/check_stubs_fresh.sh $(PY)
 
-lint: $(INSTALLED) $(BUF) protos-check
+lint: $(INSTALLED) $(BUF) protos-check dashboards-check
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
@@ -46,6 +47,18 @@ format: $(INSTALLED)
 
 bench: $(INSTALLED)
 	$(PY) -m bench
+
+prometheus:
+	scripts/observability/install_prometheus.sh
+
+dashboards: $(INSTALLED)
+	$(PY) scripts/observability/generate.py
+
+dashboards-check: $(INSTALLED)
+	$(PY) scripts/observability/generate.py --check
+
+rules-check: prometheus
+	scripts/observability/check_rules.sh
 
 k8s: $(INSTALLED)
 	PYTHON=$(PY) scripts/deploy/install_tools.sh

@@ -144,11 +144,13 @@ def parser() -> argparse.ArgumentParser:
     status.set_defaults(run=_status)
 
     # Commands that live with what they operate on.
+    from blueprint.deploy import rollout
     from blueprint.infra import worker
     from blueprint.infra.sql import migrate_command
 
     migrate_command.register(commands)
     worker.register(commands)
+    rollout.register(commands)
     return root
 
 

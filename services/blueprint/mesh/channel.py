@@ -105,6 +105,8 @@ class CallRouter:
                 f"more than {self.policy.max_in_flight} calls in flight to {self._target!r}",
             )
         self.in_flight += 1
+        if self._metrics is not None:
+            self._metrics.rpc.client_in_flight.labels(self._target).inc()
         self.policy.budget.record_call()
         return time.monotonic() + seconds
 
@@ -144,6 +146,7 @@ class CallRouter:
     def _finish(self, path: str, started: float, code: grpc.StatusCode, span: Any) -> None:
         self.in_flight -= 1
         if self._metrics is not None:
+            self._metrics.rpc.client_in_flight.labels(self._target).dec()
             exemplar = None
             if span is not None and span.get_span_context().trace_flags.sampled:
                 exemplar = {"trace_id": format(span.get_span_context().trace_id, "032x")}

@@ -84,7 +84,7 @@ class _CallScope:
         self._started = time.monotonic()
         self._deadline_token = deadlines.set_incoming(self._context.time_remaining())
         if owner.metrics is not None:
-            owner.metrics.server_in_flight.labels(self._method).inc()
+            owner.metrics.server_in_flight.labels(self._method[1:]).inc()
         if owner.tracer is not None and not self._method.startswith(_UNTRACED_PREFIXES):
             parent = tracing.extract(self._context.invocation_metadata())
             self._span = owner.tracer.start_span(
@@ -107,7 +107,7 @@ class _CallScope:
             exemplar = None
             if span is not None and span.get_span_context().trace_flags.sampled:
                 exemplar = {"trace_id": format(span.get_span_context().trace_id, "032x")}
-            owner.metrics.server_in_flight.labels(self._method).dec()
+            owner.metrics.server_in_flight.labels(self._method[1:]).dec()
             owner.metrics.server_duration.labels("grpc", self._method[1:], code.name).observe(
                 time.monotonic() - self._started, exemplar
             )

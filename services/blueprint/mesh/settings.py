@@ -215,6 +215,39 @@ class Settings(BaseSettings):
     )
     cache_near_max_entries: int = Field(default=1024, ge=1)
 
+    # Shortener (blueprint.shortener): links, pastes, clicks
+    shortener_code_scheme: Literal["snowflake", "hash"] = Field(
+        default="snowflake",
+        description="generated codes: base62 of a Snowflake id, or the guide's hash of the URL",
+    )
+    shortener_hash_salt: str = Field(
+        default="blueprint", min_length=1, description="hash scheme: keeps codes unguessable"
+    )
+    shortener_max_url_length: int = Field(default=2048, ge=64, le=65_536)
+    shortener_max_ttl_days: int = Field(
+        default=3650, ge=1, le=36_500, description="longest expiry a link or paste may ask for"
+    )
+    shortener_near_cache_seconds: float = Field(
+        default=1.0, ge=0, le=60, description="in-process copy of hot links; bounds staleness"
+    )
+    shortener_paste_max_bytes: int = Field(
+        default=1024 * 1024, ge=1024, le=3 * 1024 * 1024, description="under gRPC's 4 MiB"
+    )
+    shortener_paste_inline_max_bytes: int = Field(
+        default=32 * 1024, ge=0, description="larger paste bodies go to the blob store"
+    )
+    shortener_blob_dir: Path | None = Field(
+        default=None, description="local blob store; unset: <state_dir>/blobs/shortener"
+    )
+    shortener_purge_interval_seconds: float = Field(
+        default=60.0, ge=0, le=86_400, description="expired links/pastes purge; 0: off"
+    )
+    shortener_purge_batch: int = Field(default=500, ge=1, le=100_000)
+    shortener_max_pending_clicks: int = Field(
+        default=10_000, ge=1, description="clicks awaiting publish; beyond: dropped, counted"
+    )
+    shortener_redis_max_connections: int = Field(default=64, ge=4, le=10_000)
+
     # Local runs (`blueprint up`)
     replicas: int = Field(default=2, ge=1, le=32)
     state_dir: Path = Path(".blueprint")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from blueprint.mesh.discovery.base import Instance, Registry
+from blueprint.mesh.discovery.kubernetes import KubernetesRegistry
 from blueprint.mesh.discovery.memory import MemoryRegistry
 from blueprint.mesh.discovery.redis import RedisRegistry
 from blueprint.mesh.discovery.static import StaticRegistry
@@ -10,6 +11,7 @@ from blueprint.mesh.settings import Settings
 
 __all__ = [
     "Instance",
+    "KubernetesRegistry",
     "MemoryRegistry",
     "RedisRegistry",
     "Registry",
@@ -27,6 +29,8 @@ def open_registry(settings: Settings, *, redis_url: str | None = None) -> Regist
         return MemoryRegistry()
     if settings.discovery == "static":
         return StaticRegistry(settings.static_endpoints)
+    if settings.discovery == "kubernetes":
+        return KubernetesRegistry.from_settings(settings)
     return RedisRegistry.from_url(
         redis_url or settings.redis_url or DEFAULT_REDIS_URL,
         prefix=settings.redis_prefix,

@@ -128,7 +128,8 @@ class Metrics:
         self.build_info = Gauge(
             "blueprint_build_info",
             "Always 1; labels say which Blueprint service and instance this process is.",
-            ["service", "instance", "version"],
+            # Not `service`/`instance`: Prometheus' own target labels would shadow them.
+            ["blueprint_service", "instance_id", "version"],
             registry=registry,
         )
 
