@@ -51,8 +51,11 @@ bench: $(INSTALLED)
 prometheus:
 	scripts/observability/install_prometheus.sh
 
+# The chart carries copies of the dashboards (helm reads only inside the chart): keep
+# them in step, then `make k8s` re-renders the plain manifests that embed them.
 dashboards: $(INSTALLED)
 	$(PY) scripts/observability/generate.py
+	scripts/deploy/sync_dashboards.sh
 
 dashboards-check: $(INSTALLED)
 	$(PY) scripts/observability/generate.py --check
