@@ -145,7 +145,8 @@ async def _supervise(replicas: list[Replica], redis_url: str, stop: asyncio.Even
                 replica.restarts += 1
                 _start(replica, redis_url)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), 0.5)
+            async with asyncio.timeout(0.5):
+                await stop.wait()
 
 
 async def run(settings: Settings) -> int:

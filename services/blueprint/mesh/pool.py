@@ -17,6 +17,7 @@ from blueprint.mesh.endpoint import Endpoint
 from blueprint.mesh.resilience.breaker import BreakerConfig, BreakerState, CircuitBreaker
 from blueprint.mesh.resilience.ejection import EjectionConfig, OutlierTracker
 from blueprint.mesh.resilience.endpoint_health import ENDPOINT_FAILURES, EndpointHealth
+from blueprint.mesh.tasks import cancel_and_wait
 from blueprint.mesh.telemetry.metrics import BREAKER_STATE_VALUES, MeshMetrics
 
 log = logging.getLogger(__name__)
@@ -191,14 +192,13 @@ class EndpointPool:
         if self._has_endpoints.is_set():
             return True
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._has_endpoints.wait(), timeout)
+            async with asyncio.timeout(timeout):  # not wait_for: see discovery/redis.py
+                await self._has_endpoints.wait()
         return self._has_endpoints.is_set()
 
     async def close(self) -> None:
         if self._watch_task is not None:
-            self._watch_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watch_task
+            await cancel_and_wait([self._watch_task])
         channels = [e.channel for e in self._endpoints.values() if e.channel is not None]
         self._endpoints.clear()
         await asyncio.gather(*(channel.close(grace=None) for channel in channels))

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import logging
 import os
 import signal
 import socket
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 import grpc.aio
@@ -217,6 +219,23 @@ class Runtime:
         log.info("stopped")
 
 
+def _dump_tasks() -> None:
+    for task in asyncio.all_tasks():
+        stack = io.StringIO()
+        task.print_stack(file=stack)
+        # Follow what the coroutine awaits, through async generators too.
+        awaited: Any = task.get_coro()
+        chain = []
+        while awaited is not None:
+            frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "ag_frame", None)
+            if frame is not None:
+                chain.append(f"{frame.f_code.co_filename}:{frame.f_lineno}")
+            awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "ag_await", None)
+        log.warning(
+            "task %s", task.get_name(), extra={"stack": stack.getvalue(), "awaits": chain}
+        )
+
+
 async def serve(spec: ServiceSpec, settings: Settings, *, redis_url: str | None = None) -> None:
     """Run `spec` until SIGTERM or SIGINT, then stop gracefully."""
     runtime = Runtime(spec, settings, open_registry(settings, redis_url=redis_url))
@@ -224,6 +243,8 @@ async def serve(spec: ServiceSpec, settings: Settings, *, redis_url: str | None 
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    # SIGUSR1: write every task's stack to the log, to see what a stuck process awaits.
+    loop.add_signal_handler(signal.SIGUSR1, _dump_tasks)
     try:
         await runtime.start()
         await stop.wait()

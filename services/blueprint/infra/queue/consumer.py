@@ -151,7 +151,8 @@ class Consumer:
             except RedisError as exc:
                 log.warning("queue read failed; retrying", extra=self._where(error=str(exc)))
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), backoff)
+                    async with asyncio.timeout(backoff):  # wait_for may eat a cancel
+                        await stop.wait()
                 backoff = min(backoff * 2, 5.0)
 
     async def run_once(self, *, block_seconds: float | None = None, read_new: bool = True) -> bool:

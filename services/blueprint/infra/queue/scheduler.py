@@ -40,4 +40,5 @@ async def promote_due_forever(
             continue  # a backlog of due retries: keep moving without waiting
         # Jittered, so the workers of a fleet do not all poll in the same instant.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), interval_seconds * (0.5 + rng.random()))
+            async with asyncio.timeout(interval_seconds * (0.5 + rng.random())):
+                await stop.wait()

@@ -21,6 +21,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from blueprint.mesh.discovery.base import Instance, Registry
+from blueprint.mesh.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -167,9 +168,7 @@ class RedisRegistry(Registry):
     async def deregister(self, instance: Instance) -> None:
         beat = self._heartbeats.pop(instance.instance_id, None)
         if beat is not None:
-            beat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await beat
+            await cancel_and_wait([beat])
         await self._remove(
             keys=self._keys(instance.service),
             args=[instance.instance_id, self._channel, instance.service],
@@ -207,7 +206,11 @@ class RedisRegistry(Registry):
                         last = current
                         yield current
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(changed.wait(), self._resync_seconds)
+                    # asyncio.timeout, not wait_for: on 3.11 wait_for can turn a
+                    # cancellation racing the timeout into TimeoutError, which this
+                    # suppress would swallow, and the watch would never end.
+                    async with asyncio.timeout(self._resync_seconds):
+                        await changed.wait()
         finally:
             self._watchers[service].discard(changed)
 
@@ -236,9 +239,5 @@ class RedisRegistry(Registry):
     async def close(self) -> None:
         tasks = [*self._heartbeats.values(), *([self._listener] if self._listener else [])]
         self._heartbeats.clear()
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(tasks)
         await self._redis.aclose()
