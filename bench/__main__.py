@@ -1,4 +1,4 @@
-"""`python -m bench [overhead|balancers] [--quick]`: print tables, write bench/results/*.json."""
+"""`python -m bench [overhead|balancers|shortener] [--quick]`: tables; bench/results/*.json."""
 
 from __future__ import annotations
 
@@ -7,11 +7,12 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 
-from bench import balancers, mesh_overhead
+from bench import balancers, mesh_overhead, shortener
 
 BENCHMARKS: dict[str, Callable[[bool], None]] = {
     "overhead": mesh_overhead.run,
     "balancers": balancers.run,
+    "shortener": shortener.run,
 }
 
 

@@ -13,6 +13,7 @@ from blueprint.mesh.server import ServiceSpec
 # name -> module holding a `SPEC`; `blueprint up` runs them in this order.
 SERVICES: dict[str, str] = {
     "diag": "blueprint.diag.service",
+    "shortener": "blueprint.shortener.service",
 }
 
 

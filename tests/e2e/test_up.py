@@ -68,7 +68,10 @@ def test_up_runs_the_mesh_balances_calls_restarts_replicas_and_stops_cleanly(
         )
     try:
         table = _wait_for_text(out, "Ctrl-C stops everything", up, timeout=60)
-        assert table.count("SERVING") == 3, table
+        rows = [line.split() for line in table.splitlines()]
+        diag_rows = [row for row in rows if row[:1] == ["diag"]]
+        assert len(diag_rows) == 3 and all("SERVING" in row for row in diag_rows), table
+        assert any(row[:2] == ["shortener-clicks", "(worker)"] for row in rows), table
         assert "embedded redis-server" in table
 
         served = set()
@@ -84,7 +87,7 @@ def test_up_runs_the_mesh_balances_calls_restarts_replicas_and_stops_cleanly(
         assert status.returncode == 0
         assert all(f"diag-{n}" in status.stdout for n in (1, 2, 3)), status.stdout
 
-        replicas = [p for p in _children(up.pid) if _argv(p)[-2:-1] == ["serve"]]
+        replicas = [p for p in _children(up.pid) if _argv(p)[-2:] == ["serve", "diag"]]
         assert len(replicas) == 3
         os.kill(replicas[0], signal.SIGKILL)
         _wait_for_text(out, "restarting", up, timeout=10)

@@ -97,7 +97,7 @@ def _table(replicas: list[Replica], redis_url: str, embedded: bool) -> str:
     rows = [("SERVICE", "REPLICA", "ADDRESS", "HEALTH", "METRICS")]
     rows += [
         (
-            r.service,
+            r.service if r.command == "serve" else f"{r.service} (worker)",
             r.instance_id,
             r.address,
             r.health,

@@ -231,9 +231,7 @@ def _dump_tasks() -> None:
             if frame is not None:
                 chain.append(f"{frame.f_code.co_filename}:{frame.f_lineno}")
             awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "ag_await", None)
-        log.warning(
-            "task %s", task.get_name(), extra={"stack": stack.getvalue(), "awaits": chain}
-        )
+        log.warning("task %s", task.get_name(), extra={"stack": stack.getvalue(), "awaits": chain})
 
 
 async def serve(spec: ServiceSpec, settings: Settings, *, redis_url: str | None = None) -> None:

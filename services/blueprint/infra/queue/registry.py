@@ -22,7 +22,9 @@ from blueprint.infra.queue.retry import RetryPolicy
 from blueprint.mesh.settings import Settings
 
 # NAME -> "module:attribute" of a HandlerSpec.
-WORKERS: dict[str, str] = {}
+WORKERS: dict[str, str] = {
+    "shortener-clicks": "blueprint.shortener.worker:SPEC",
+}
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,166 @@
+"""Request fields -> validated values, or INVALID_ARGUMENT naming every bad field.
+
+The validators (urls, aliases, codes, pastes) say what is wrong with a value; this
+module knows which request field it came from. All fields are checked before failing,
+so a client fixes everything at once.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, TypeVar
+
+from blueprint.mesh.errors import InvalidArgument
+from blueprint.shortener import aliases, codes, pastes, urls
+from blueprint.shortener.errors import Refused
+
+if TYPE_CHECKING:
+    from blueprint.mesh.settings import Settings
+
+T = TypeVar("T")
+
+MIN_TTL = timedelta(seconds=1)
+DEFAULT_STATS_DAYS = 30
+MAX_STATS_DAYS = 366
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+_NANOS = 10**9
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_url_length: int = urls.MAX_LENGTH
+    max_ttl: timedelta = timedelta(days=3650)
+    paste_max_bytes: int = 1024 * 1024
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Limits:
+        return cls(
+            max_url_length=settings.shortener_max_url_length,
+            max_ttl=timedelta(days=settings.shortener_max_ttl_days),
+            paste_max_bytes=settings.shortener_paste_max_bytes,
+        )
+
+
+# A protobuf Duration as it arrived, (seconds, nanos); None when the field is unset.
+RawDuration = tuple[int, int] | None
+
+
+@dataclass(frozen=True, slots=True)
+class ShortenInput:
+    url: str  # normalised
+    alias: str | None
+    ttl: timedelta | None
+
+
+@dataclass(frozen=True, slots=True)
+class PasteInput:
+    content: str
+    language: str
+    ttl: timedelta | None
+
+
+class _Violations:
+    def __init__(self) -> None:
+        self.found: dict[str, str] = {}
+
+    def check(self, field: str, validate: Callable[[], T]) -> T | None:
+        try:
+            return validate()
+        except Refused as refused:
+            self.found.setdefault(field, str(refused))
+            return None
+
+    def raise_if_any(self) -> None:
+        if self.found:
+            raise InvalidArgument(self.found)
+
+
+def shorten(url: str, custom_alias: str, ttl: RawDuration, limits: Limits) -> ShortenInput:
+    v = _Violations()
+    normalised = v.check("url", lambda: urls.normalise(url, max_length=limits.max_url_length))
+    alias = None
+    if custom_alias:  # optional: empty means "generate a code"
+        alias = v.check("custom_alias", lambda: aliases.check_alias(custom_alias))
+    lifetime = v.check("ttl", lambda: _ttl(ttl, limits.max_ttl))
+    v.raise_if_any()
+    assert normalised is not None
+    return ShortenInput(normalised, alias, lifetime)
+
+
+def code(value: str) -> str:
+    v = _Violations()
+    checked = v.check("code", lambda: codes.check_code(value))
+    v.raise_if_any()
+    assert checked is not None
+    return checked
+
+
+def resolve(value: str, request_id: str) -> tuple[str, str]:
+    v = _Violations()
+    checked = v.check("code", lambda: codes.check_code(value))
+    v.check("request_id", lambda: _matches(request_id, _REQUEST_ID, "1 to 64", optional=True))
+    v.raise_if_any()
+    assert checked is not None
+    return checked, request_id
+
+
+def delete(value: str, management_token: str) -> tuple[str, str]:
+    v = _Violations()
+    checked = v.check("code", lambda: codes.check_code(value))
+    v.check("management_token", lambda: _matches(management_token, _TOKEN, "1 to 128"))
+    v.raise_if_any()
+    assert checked is not None
+    return checked, management_token
+
+
+def stats(value: str, days: int) -> tuple[str, int]:
+    v = _Violations()
+    checked = v.check("code", lambda: codes.check_code(value))
+    if not 0 <= days <= MAX_STATS_DAYS:
+        v.found["days"] = f"must be 0 to {MAX_STATS_DAYS} (0: {DEFAULT_STATS_DAYS})"
+    v.raise_if_any()
+    assert checked is not None
+    return checked, days or DEFAULT_STATS_DAYS
+
+
+def paste(content: str, language: str, ttl: RawDuration, limits: Limits) -> PasteInput:
+    v = _Violations()
+    v.check("content", lambda: pastes.check_content(content, limits.paste_max_bytes))
+    checked_language = v.check("language", lambda: pastes.check_language(language))
+    lifetime = v.check("ttl", lambda: _ttl(ttl, limits.max_ttl))
+    v.raise_if_any()
+    assert checked_language is not None
+    return PasteInput(content, checked_language, lifetime)
+
+
+def _ttl(raw: RawDuration, max_ttl: timedelta) -> timedelta | None:
+    if raw is None:
+        return None
+    seconds, nanos = raw
+    # Checked on the raw numbers: a client may send any int64, far beyond timedelta.
+    if not -_NANOS < nanos < _NANOS or (seconds > 0 > nanos) or (seconds < 0 < nanos):
+        raise Refused("not a valid Duration (nanos out of range or of the other sign)")
+    if seconds < 0 or nanos < 0:
+        raise Refused("must be positive; leave it unset for no expiry")
+    if seconds > max_ttl.total_seconds():
+        raise Refused(f"at most {max_ttl.days} days")
+    lifetime = timedelta(seconds=seconds, microseconds=nanos // 1000)
+    if lifetime < MIN_TTL:
+        raise Refused("at least 1 s; leave it unset for no expiry")
+    if lifetime > max_ttl:
+        raise Refused(f"at most {max_ttl.days} days")
+    return lifetime
+
+
+def _matches(value: str, pattern: re.Pattern[str], lengths: str, *, optional: bool = False) -> str:
+    if optional and not value:
+        return value
+    if not value:
+        raise Refused("required")
+    if not value.isascii() or not pattern.fullmatch(value):
+        raise Refused(f"{lengths} ASCII letters, digits, '_' or '-'")
+    return value

@@ -1,0 +1,225 @@
+"""Clicks through the real queue into the stats, counted once each; expiry and the purge.
+On the machine's PostgreSQL (two shards) and Redis."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import grpc
+import grpc.aio
+import pytest
+import redis.asyncio as aioredis
+from google.protobuf import duration_pb2
+from shortener_harness import migrate_all, row_counts, serving, settings_for
+
+from blueprint.infra.queue import Consumer, Message, Priority, WorkQueue
+from blueprint.infra.queue.registry import WorkerContext, load
+from blueprint.mesh.settings import Settings
+from blueprint.shortener.app import Shortener, blob_store
+from blueprint.shortener.clicks import CLICK_STREAM
+from blueprint.shortener.purge import PurgeLoop, purge_expired
+from blueprint.shortener.records import utc_now
+from blueprint.shortener.v1 import shortener_pb2 as pb
+from blueprint.shortener.v1.shortener_pb2_grpc import ShortenerStub
+from blueprint.shortener.worker import click_handler
+from support.postgres import PostgresServer, postgres_or_skip
+
+pytestmark = pytest.mark.redis
+
+
+@pytest.fixture(scope="module")
+def shard_urls() -> Iterator[list[str]]:
+    pg: PostgresServer = postgres_or_skip()
+    with pg.databases("shortener_clicks", 2) as urls:
+        yield urls
+
+
+@pytest.fixture
+async def settings(
+    shard_urls: list[str], redis_url: str, redis_prefix: str, tmp_path: Path
+) -> Settings:
+    await migrate_all(*shard_urls)
+    return settings_for(
+        redis_url,
+        redis_prefix,
+        tmp_path,
+        shard_urls,
+        shortener_blob_dir=tmp_path / "blobs",
+        shortener_paste_inline_max_bytes=64,
+    )
+
+
+@pytest.fixture
+async def service(settings: Settings) -> AsyncIterator[tuple[ShortenerStub, Shortener]]:
+    async with serving(settings) as served:
+        yield served
+
+
+async def count_clicks(settings: Settings, app: Shortener) -> int:
+    """Run the registered `shortener-clicks` handler until the stream is drained."""
+    await app.clicks.flush()
+    redis = aioredis.Redis.from_url(str(settings.redis_url))
+    try:
+        queue = WorkQueue(redis, prefix=settings.redis_prefix)
+        spec = load("shortener-clicks")
+        await queue.ensure_group(spec.stream, spec.group)
+        handled = 0
+        context = WorkerContext("shortener-clicks", "test", settings, redis, queue)
+        async with spec.factory(context) as handler:
+            consumer = Consumer(queue, spec.stream, spec.group, "test-1", handler)
+            while await consumer.run_once(block_seconds=0.1):
+                handled += 1
+        return handled
+    finally:
+        await redis.aclose()
+
+
+async def test_clicks_are_counted_once_each_per_day(
+    service: tuple[ShortenerStub, Shortener], settings: Settings
+) -> None:
+    stub, app = service
+    await stub.Shorten(pb.ShortenRequest(url="https://example.com/c", custom_alias="counted"))
+    for _ in range(3):
+        await stub.Resolve(pb.ResolveRequest(code="counted"))
+    for _ in range(2):  # a call and its retry: one click
+        await stub.Resolve(pb.ResolveRequest(code="counted", request_id="call-7"))
+
+    assert (await stub.GetStats(pb.GetStatsRequest(code="counted"))).total_clicks == 0
+    assert await count_clicks(settings, app) == 5  # five messages; the retry's is a duplicate
+
+    stats = await stub.GetStats(pb.GetStatsRequest(code="counted", days=1))
+    today = datetime.now(UTC).date().isoformat()
+    assert stats.total_clicks == 4
+    assert [(d.day, d.clicks) for d in stats.daily] == [(today, 4)]
+
+
+async def test_a_redelivered_click_is_not_counted_twice(
+    service: tuple[ShortenerStub, Shortener],
+) -> None:
+    stub, app = service
+    await stub.Shorten(pb.ShortenRequest(url="https://example.com/r", custom_alias="redelivered"))
+    link = await app.store.find_link("redelivered")
+    assert link is not None
+    payload = {"code": "redelivered", "link_id": link.id, "at": utc_now().isoformat()}
+    handle = click_handler(app.store)
+    for attempt in (1, 2):  # as after a crash between the commit and the acknowledgement
+        await handle(Message("m-1", payload, attempt, CLICK_STREAM, Priority.LOW, "1-0", 0.0))
+    stats = await stub.GetStats(pb.GetStatsRequest(code="redelivered"))
+    assert stats.total_clicks == 1
+
+
+async def test_clicks_of_a_deleted_link_do_not_count_for_its_successor(
+    service: tuple[ShortenerStub, Shortener], settings: Settings
+) -> None:
+    stub, app = service
+    first = await stub.Shorten(pb.ShortenRequest(url="https://a.example/", custom_alias="reborn"))
+    await stub.Resolve(pb.ResolveRequest(code="reborn"))
+    await stub.DeleteLink(
+        pb.DeleteLinkRequest(code="reborn", management_token=first.management_token)
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as gone:
+        await stub.Resolve(pb.ResolveRequest(code="reborn"))
+    assert gone.value.code() == grpc.StatusCode.NOT_FOUND
+    await stub.Shorten(pb.ShortenRequest(url="https://b.example/", custom_alias="reborn"))
+    await count_clicks(settings, app)
+    assert (await stub.GetStats(pb.GetStatsRequest(code="reborn"))).total_clicks == 0
+
+
+async def test_delete_needs_the_management_token(
+    service: tuple[ShortenerStub, Shortener],
+) -> None:
+    stub, _ = service
+    created = await stub.Shorten(pb.ShortenRequest(url="https://example.com/", custom_alias="kept"))
+    with pytest.raises(grpc.aio.AioRpcError) as denied:
+        await stub.DeleteLink(pb.DeleteLinkRequest(code="kept", management_token="guess"))
+    assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert (await stub.GetLink(pb.GetLinkRequest(code="kept"))).link.url == created.link.url
+
+
+async def test_expired_links_answer_not_found_and_the_purge_removes_them(
+    service: tuple[ShortenerStub, Shortener], settings: Settings
+) -> None:
+    stub, app = service
+    one_second = duration_pb2.Duration(seconds=1)
+    await stub.Shorten(pb.ShortenRequest(url="https://example.com/", custom_alias="stays"))
+    brief = await stub.Shorten(
+        pb.ShortenRequest(url="https://example.com/b", custom_alias="brief", ttl=one_second)
+    )
+    lifetime = brief.link.expires_at.ToDatetime(UTC) - brief.link.created_at.ToDatetime(UTC)
+    assert lifetime == timedelta(seconds=1)
+    await stub.Resolve(pb.ResolveRequest(code="brief"))
+    await count_clicks(settings, app)
+    big = await stub.CreatePaste(pb.CreatePasteRequest(content="b" * 100, ttl=one_second))
+    small = await stub.CreatePaste(pb.CreatePasteRequest(content="s", ttl=one_second))
+    blobs = settings.shortener_blob_dir
+    assert blobs is not None and (blobs / "pastes" / big.paste.code).exists()
+    await asyncio.sleep(1.1)
+
+    for call in (stub.Resolve(pb.ResolveRequest(code="brief")),
+                 stub.GetLink(pb.GetLinkRequest(code="brief")),
+                 stub.GetStats(pb.GetStatsRequest(code="brief")),
+                 stub.GetPaste(pb.GetPasteRequest(code=big.paste.code)),
+                 stub.GetPaste(pb.GetPasteRequest(code=small.paste.code))):  # fmt: skip
+        with pytest.raises(grpc.aio.AioRpcError) as expired:
+            await call
+        assert expired.value.code() == grpc.StatusCode.NOT_FOUND
+        assert "expired" in (expired.value.details() or "")
+    with pytest.raises(grpc.aio.AioRpcError) as still_held:
+        await stub.Shorten(pb.ShortenRequest(url="https://example.com/", custom_alias="brief"))
+    assert still_held.value.code() == grpc.StatusCode.ALREADY_EXISTS
+
+    before = await row_counts(app.store.database)
+    # The purge waits a minute past expiry (a reader may still hold the row): run it
+    # as if two minutes had passed, in batches of one row.
+    later = utc_now() + timedelta(minutes=2)
+    report = await purge_expired(app.store, blob_store(settings), now=later, batch=1)
+    assert (report.links, report.pastes, report.blobs) == (1, 2, 1)
+    after = await row_counts(app.store.database)
+    assert after["links"] == before["links"] - 1 and after["pastes"] == before["pastes"] - 2
+    assert after["daily_clicks"] == before["daily_clicks"] - 1
+    assert not (blobs / "pastes" / big.paste.code).exists()
+    assert (await stub.GetLink(pb.GetLinkRequest(code="stays"))).link.code == "stays"
+    # The alias is free again.
+    await stub.Shorten(pb.ShortenRequest(url="https://example.com/again", custom_alias="brief"))
+    assert (await stub.Resolve(pb.ResolveRequest(code="brief"))).url == "https://example.com/again"
+
+
+async def test_one_replica_purges_per_interval(
+    service: tuple[ShortenerStub, Shortener], settings: Settings
+) -> None:
+    _, app = service
+    redis = aioredis.Redis.from_url(str(settings.redis_url))
+    try:
+        loops = [
+            PurgeLoop(
+                app.store,
+                blob_store(settings),
+                redis,
+                lease_key=f"{settings.redis_prefix}:shortener:purge-lease",
+                owner=f"replica-{n}",
+                interval_seconds=30,
+                batch=100,
+            )
+            for n in range(3)
+        ]
+        reports = await asyncio.gather(*(loop.run_once() for loop in loops))
+        assert sum(report is not None for report in reports) == 1
+    finally:
+        await redis.aclose()
+
+
+async def test_pastes_round_trip_inline_and_through_the_blob_store(
+    service: tuple[ShortenerStub, Shortener], settings: Settings
+) -> None:
+    stub, app = service
+    for content in ("print('hi')\n", "ü" * 1000):
+        created = await stub.CreatePaste(pb.CreatePasteRequest(content=content, language="python"))
+        assert created.paste.size_bytes == len(content.encode()) and not created.paste.content
+        fetched = await stub.GetPaste(pb.GetPasteRequest(code=created.paste.code))
+        assert fetched.paste.content == content and fetched.paste.language == "python"
+        stored = await app.store.find_paste(created.paste.code)
+        assert stored is not None
+        assert (stored.blob_key is None) == (len(content.encode()) <= 64)
