@@ -260,9 +260,22 @@ server_pid=
 ((status == 0)) || { show_log "$work/server.log" 40; fail "the server exited $status after SIGTERM"; }
 grep -q '"stopped"' "$work/server.log" ||
   { show_log "$work/server.log" 40; fail "the server's log has no 'stopped' line"; }
+# The wheel must carry each service's Alembic scripts: migrate the shortener's schema
+# (SQLite in the tmpfs) with the image's own code, as a Kubernetes migration job would.
+say "running 'blueprint migrate shortener' chrooted in the image"
+# shellcheck disable=SC2016 # the inner sh expands its own positional parameters
+unshare --mount --propagation private -- /bin/sh -ec '
+  root=$1 user=$2
+  shift 2
+  mount -t proc proc "$root/proc"
+  mount -t tmpfs -o mode=1777,size=64m tmpfs "$root/tmp"
+  exec chroot --userspec="$user" "$root" "$@"
+' image-check "$rootfs" "$user" /usr/bin/env -i -C "$workdir" "${env[@]}" \
+  "${command[0]}" migrate shortener >"$work/migrate.log" 2>&1 </dev/null ||
+  { show_log "$work/migrate.log" 40; fail "blueprint migrate shortener in the image"; }
 podman image unmount "$IMAGE" >/dev/null
 image_mounted=
-finish smoke "health, Echo, /metrics, SIGTERM -> exit 0"
+finish smoke "health, Echo, /metrics, SIGTERM -> exit 0, migrate shortener"
 
 # --- summary -----------------------------------------------------------------
 total=$(awk -v a="$check_started" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')
