@@ -127,7 +127,7 @@ def pod_spec(doc: Doc) -> Doc:
 
 
 def workloads(docs: Iterable[Doc]) -> Iterator[Doc]:
-    kinds = {"Deployment", "StatefulSet", "CronJob", "Pod"}
+    kinds = {"Deployment", "StatefulSet", "CronJob", "Job", "Pod"}
     return (d for d in docs if d["kind"] in kinds)
 
 

@@ -4,7 +4,9 @@ The same release is rendered with blue live and with green live; object by
 object, the only differences may be the Services' and PodDisruptionBudgets'
 colour selectors, the Deployments' replica counts and the HPAs' targets, plus
 the live-colour image of the run-to-completion pods (CronJobs, the helm test).
-No Deployment's pod template may change: no pod restarts at a cut-over.
+No Deployment's pod template may change: no pod restarts at a cut-over. The
+migration hook Job runs the newer release's image, not the live one's, so it does
+not change either, nor does the shortener's blob volume.
 """
 
 from __future__ import annotations
@@ -130,13 +132,48 @@ def test_default_values_switch_the_same_way() -> None:
         for (kind, name), old in blue.items()
         for path in diff_paths(old, green[(kind, name)])
     )
-    assert changed == [
-        ("Deployment", "diag-blue", ("spec", "replicas")),
-        ("Deployment", "diag-green", ("spec", "replicas")),
-        ("HorizontalPodAutoscaler", "diag", ("spec", "scaleTargetRef", "name")),
-        ("PodDisruptionBudget", "diag", ("spec", "selector", "matchLabels", "color")),
-        ("Service", "diag", ("spec", "selector", "color")),
-        ("Service", "diag-preview", ("spec", "selector", "color")),
-    ]
-    assert of_kind(green.values(), "Deployment")["diag-green"]["spec"]["replicas"] == 2
-    assert of_kind(green.values(), "Deployment")["diag-blue"]["spec"]["replicas"] == 0
+    # diag and shortener (HPA on) and the shortener-clicks worker; nothing else: not
+    # the migration Job (same tag on both colours), not the blob volume.
+    assert changed == sorted(
+        [
+            *[
+                change
+                for svc in ("diag", "shortener")
+                for change in (
+                    ("Deployment", f"{svc}-blue", ("spec", "replicas")),
+                    ("Deployment", f"{svc}-green", ("spec", "replicas")),
+                    ("HorizontalPodAutoscaler", svc, ("spec", "scaleTargetRef", "name")),
+                    ("PodDisruptionBudget", svc, ("spec", "selector", "matchLabels", "color")),
+                    ("Service", svc, ("spec", "selector", "color")),
+                    ("Service", f"{svc}-preview", ("spec", "selector", "color")),
+                )
+            ],
+            ("Deployment", "shortener-clicks-worker-blue", ("spec", "replicas")),
+            ("Deployment", "shortener-clicks-worker-green", ("spec", "replicas")),
+            (
+                "PodDisruptionBudget",
+                "shortener-clicks-worker",
+                ("spec", "selector", "matchLabels", "color"),
+            ),
+        ]
+    )
+    deployments = of_kind(green.values(), "Deployment")
+    for svc in ("diag", "shortener", "shortener-clicks-worker"):
+        assert deployments[f"{svc}-green"]["spec"]["replicas"] == 2
+        assert deployments[f"{svc}-blue"]["spec"]["replicas"] == 0
+
+
+def test_the_migration_job_and_blob_volume_ignore_the_switch(renders: Any) -> None:
+    # Tags differ here (blue 0.1.0, green 0.2.0): the newer one migrates, whichever is live.
+    for view in renders:
+        job = view[("Job", "shortener-migrate")]
+        (container,) = pod_spec(job)["containers"]
+        assert container["image"].endswith(f":{TAGS['green']}")
+        assert ("PersistentVolumeClaim", "shortener-blobs") in view
+    blue, green = renders
+    for key in (("Job", "shortener-migrate"), ("ServiceAccount", "blueprint-migrate")):
+        assert blue[key] == green[key]
+    assert (
+        blue[("PersistentVolumeClaim", "shortener-blobs")]
+        == green[("PersistentVolumeClaim", "shortener-blobs")]
+    )

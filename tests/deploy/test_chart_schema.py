@@ -1,7 +1,8 @@
 """Bad values are refused by helm itself, with an error naming the field.
 
-values.schema.json rejects wrong types, unknown services and keys, replica
-counts below 1 and colours other than blue/green; the templates refuse what a
+values.schema.json rejects wrong types, unknown services and keys (blobs on a
+service other than the shortener), replica counts below 1 and colours other than
+blue/green; the templates refuse what a
 schema cannot express (a grace period shorter than the drain, min > max).
 """
 
@@ -26,6 +27,13 @@ REFUSED = [
     (("colors.green.tag=",), (), ["/colors/green/tag"]),
     (("redis.enabled=false",), (), ["/redis/external", "existingSecret"]),
     (("cronJobs.nightly.args={job}",), (), ["/cronJobs/nightly", "schedule"]),
+    # Only the shortener keeps blobs; migrations is a yes/no; two colours to migrate with.
+    (("services.diag.blobs.enabled=true",), (), ["/services/diag", "'blobs' not allowed"]),
+    (("services.shortener.blobs.mode=rwx",), (), ["/services/shortener/blobs", "'mode'"]),
+    ((), ("services.shortener.blobs.size=lots",), ["/services/shortener/blobs/size"]),
+    ((), ("services.shortener.migrations=yes",), ["/services/shortener/migrations", "boolean"]),
+    (("migrationJob.color=red",), (), ["/migrationJob/color", "value must be one of"]),
+    (("migrationJob.backoffLimit=-1",), (), ["/migrationJob/backoffLimit", "minimum"]),
     (
         ("services.diag.terminationGracePeriodSeconds=20",),
         (),
@@ -53,7 +61,7 @@ def test_a_service_override_of_false_wins_over_the_default() -> None:
     docs = render(
         (), (*FIXED_SECRETS, "services.diag.hpa.enabled=false", "services.diag.replicas=4")
     )
-    assert of_kind(docs, "HorizontalPodAutoscaler") == {}
+    assert set(of_kind(docs, "HorizontalPodAutoscaler")) == {"shortener"}
     assert of_kind(docs, "Deployment")["diag-blue"]["spec"]["replicas"] == 4
 
 

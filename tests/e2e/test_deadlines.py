@@ -11,7 +11,7 @@ import grpc
 import pytest
 
 from blueprint.diag.v1 import diag_pb2, diag_pb2_grpc
-from support.mesh import ServerProcess, mesh_env, start_server
+from support.mesh import ServerProcess, mesh_env, start_server, stop
 
 HOPS = ("hop-a", "hop-b", "hop-c")
 
@@ -25,10 +25,7 @@ def hops(redis_url: str, redis_prefix: str, log_dir: Path) -> Iterator[list[Serv
             servers.append(start_server("diag", f"{hop}-1", env, log_dir))
         yield servers
     finally:
-        for server in servers:
-            server.process.terminate()
-        for server in servers:
-            server.process.wait(15)
+        stop(servers)
 
 
 def _relay(address: str, work_ms: int, timeout: float) -> diag_pb2.RelayResponse:

@@ -21,7 +21,7 @@ from blueprint.mesh.client import MeshClient
 from blueprint.mesh.discovery import RedisRegistry
 from blueprint.mesh.settings import Settings
 from support.load import closed_loop
-from support.mesh import mesh_env, running, start_server
+from support.mesh import mesh_env, running, start_server, stop
 
 LEASE_TTL = 2.0
 
@@ -143,8 +143,7 @@ async def test_new_instance_is_picked_up_within_ttl(
                 (await stub.Echo(diag_pb2.EchoRequest(payload="?"))).instance_id for _ in range(6)
             }
         finally:
-            newcomer.process.send_signal(signal.SIGTERM)
-            newcomer.process.wait(15)
+            stop([newcomer])
     assert seen_after <= LEASE_TTL + 1.0
     assert served == {"diag-1", "diag-new"}
 

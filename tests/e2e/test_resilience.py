@@ -28,6 +28,7 @@ from blueprint.mesh.settings import Settings
 from blueprint.mesh.telemetry.metrics import Metrics
 from support.load import closed_loop
 from support.mesh import ServerProcess, mesh_env, running, start_server
+from support.mesh import stop as stop_servers
 from support.scrape import sample_sum
 from support.waiting import eventually
 
@@ -98,8 +99,7 @@ async def test_a_half_failing_replica_costs_callers_nothing_within_the_retry_bud
             seen = _server_calls(servers)
             refused = _server_calls([flaky], rpc_response_status_code="UNAVAILABLE")
         finally:
-            flaky.process.terminate()
-            flaky.process.wait(15)
+            stop_servers([flaky])
 
     assert result.failures == [], [f.code() for f in result.failures[:3]]
     assert refused > 0, "the flaky replica was never tried"

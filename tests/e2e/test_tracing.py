@@ -24,7 +24,7 @@ from blueprint.mesh.discovery import MemoryRegistry, RedisRegistry
 from blueprint.mesh.server import Runtime
 from blueprint.mesh.settings import Settings
 from blueprint.mesh.telemetry import tracing
-from support.mesh import mesh_env, start_server
+from support.mesh import mesh_env, start_server, stop
 from support.otlp_receiver import OtlpReceiver
 
 HOPS = ("hop-a", "hop-b", "hop-c")
@@ -165,10 +165,7 @@ async def test_one_call_through_three_processes_arrives_as_one_trace_over_otlp(
         assert {h.trace_id for h in reply.hops} == {trace_id}
         received = await receiver.spans_of_trace(trace_id, count=5, timeout=15)
     finally:
-        for server in servers:
-            server.process.terminate()
-        for server in servers:
-            server.process.wait(15)
+        stop(servers)
         await receiver.stop()
 
     assert len(received) == 5, received  # 3 SERVER spans + 2 CLIENT spans from the processes

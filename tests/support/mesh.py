@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,6 +92,20 @@ def start_server(
     return server
 
 
+def stop(servers: Iterable[ServerProcess], timeout: float = 15.0) -> None:
+    """SIGTERM every server, then SIGKILL whatever has not exited in time: no test leaks one."""
+    servers = list(servers)
+    for server in servers:
+        if server.process.poll() is None:
+            server.process.send_signal(signal.SIGTERM)
+    for server in servers:
+        try:
+            server.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            server.process.kill()
+            server.process.wait()
+
+
 @contextmanager
 def running(
     service: str, count: int, env: Mapping[str, str], log_dir: Path
@@ -100,12 +114,4 @@ def running(
     try:
         yield servers
     finally:
-        for server in servers:
-            if server.process.poll() is None:
-                server.process.send_signal(signal.SIGTERM)
-        for server in servers:
-            try:
-                server.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                server.process.kill()
-                server.process.wait()
+        stop(servers)
