@@ -146,6 +146,12 @@ seccompProfile:
       name: {{ .Values.redis.external.existingSecret }}
       key: {{ .Values.redis.external.urlKey }}
 {{- end }}
+{{ include "blueprint.databaseSecretEnv" . }}
+{{- end -}}
+
+{{/* The database URL Secret alone: what `blueprint migrate` reads. */}}
+{{- define "blueprint.databaseSecretEnv" -}}
+{{- $fullname := include "blueprint.fullname" . -}}
 - name: BLUEPRINT_DATABASE_URL
   valueFrom:
     secretKeyRef:
@@ -170,4 +176,60 @@ seccompProfile:
 {{/* A services/workers/cronJobs entry is on unless it says enabled: false. */}}
 {{- define "blueprint.enabled" -}}
 {{- if or (not (kindIs "map" .)) (not (hasKey . "enabled")) .enabled -}}true{{- end -}}
+{{- end -}}
+
+{{/* Enabled services whose code keeps database migrations (services.<name>.migrations), sorted. */}}
+{{- define "blueprint.migratedServices" -}}
+{{- $names := list -}}
+{{- range $name, $override := .Values.services -}}
+{{- if and (include "blueprint.enabled" $override) (kindIs "map" $override) $override.migrations -}}
+{{- $names = append $names $name -}}
+{{- end -}}
+{{- end -}}
+{{- toJson $names -}}
+{{- end -}}
+
+{{/*
+The colour whose image runs the migrations. Migrations are expand/contract: the
+older release runs on the newer schema, and a replica refuses to start on a schema
+older than its own release, so the newer release migrates, whichever colour is live:
+the idle colour while a new tag is previewed, the live one after the promotion, still
+the newer one after a rollback (the older image's `blueprint migrate` does not know
+the newer revision and fails). "Newer" compares the tags as versions (an
+@sha256 digest aside); equal tags take the live colour. Tags that are not versions
+cannot be ordered: migrationJob.color must then name the colour.
+*/}}
+{{- define "blueprint.migrationColor" -}}
+{{- $colors := .Values.colors -}}
+{{- $blue := regexReplaceAll "@.*$" $colors.blue.tag "" -}}
+{{- $green := regexReplaceAll "@.*$" $colors.green.tag "" -}}
+{{- $version := "^v?[0-9]+(\\.[0-9]+){0,2}(-[0-9A-Za-z.-]+)?$" -}}
+{{- if .Values.migrationJob.color -}}
+{{- .Values.migrationJob.color -}}
+{{- else if eq $blue $green -}}
+{{- .Values.activeColor -}}
+{{- else if and (regexMatch $version $blue) (regexMatch $version $green) -}}
+{{- $order := (semver $green).Compare (semver $blue) -}}
+{{- if gt $order 0 }}green{{ else if lt $order 0 }}blue{{ else }}{{ .Values.activeColor }}{{ end -}}
+{{- else -}}
+{{- fail (printf "migrationJob.color: colors.blue.tag (%s) and colors.green.tag (%s) are not both versions, so the chart cannot tell which release is newer and must run the migrations: set migrationJob.color to the colour with the newer release" $colors.blue.tag $colors.green.tag) -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+When the migration Jobs run. pre-upgrade: before any pod of the new release starts.
+On the first install, pre-install hooks run before the release's other objects exist:
+with an external database (postgresql.enabled=false) that is fine, the Job needs only
+its Secret, which the operator created (its ServiceAccount is a hook too). The in-chart
+PostgreSQL StatefulSet and its generated Secret are created only after the pre-install
+hooks have finished, so a pre-install Job could never reach the database, whatever it
+waited or retried; there the first migration is post-install, and until it is done the
+pods of a migrated service restart (they refuse an unmigrated schema). That is also why
+that first install cannot use `helm install --wait`: it waits for ready pods before
+running post-install hooks. No pre-rollback: `helm rollback` returns to an older
+release, which runs on the newer schema, and whose `blueprint migrate` would fail on
+a revision it does not know.
+*/}}
+{{- define "blueprint.migrationHooks" -}}
+{{- if .Values.postgresql.enabled }}post-install,pre-upgrade{{ else }}pre-install,pre-upgrade{{ end -}}
 {{- end -}}

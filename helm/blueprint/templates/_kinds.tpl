@@ -201,3 +201,68 @@ spec:
       template:
         {{- include "blueprint.podTemplate" . | nindent 8 }}
 {{- end -}}
+
+{{/*
+Job <svc>-migrate: `blueprint migrate <svc>` as a helm hook, so the schema is at this
+release's head before its pods start (blueprint.migrationHooks says when, and
+blueprint.migrationColor whose image). A database that is not up yet (the in-chart
+one starting next to a post-install Job, a failover) fails the attempt and the Job
+retries after the Job controller's back-off (10 s, 20 s, 40 s, ... up to backoffLimit),
+for at most activeDeadlineSeconds; concurrent migrators queue on an advisory lock.
+Extra argument: hooks (the helm.sh/hook value).
+*/}}
+{{- define "blueprint.migrationJob" -}}
+{{- $root := .root -}}
+{{- $job := $root.Values.migrationJob -}}
+{{- $skips := list -}}
+{{- range include "blueprint.blueprintPodSkips" . | fromYamlArray -}}
+{{- if not (hasPrefix "CKV_K8S_38=" .) -}}{{- $skips = append $skips . -}}{{- end -}}
+{{- end -}}
+apiVersion: batch/v1
+kind: Job
+metadata:
+  name: {{ .name }}
+  namespace: {{ $root.Release.Namespace }}
+  labels:
+    {{- include "blueprint.labels" (dict "root" $root "name" .name "component" .component) | nindent 4 }}
+  annotations:
+    helm.sh/hook: {{ .hooks }}
+    # After the hook ServiceAccount (-10); below 0 so that hooks added at the default
+    # weight (seeding, say) find the schema migrated.
+    helm.sh/hook-weight: "-5"
+    # A failed Job stays for its logs until the next attempt replaces it.
+    helm.sh/hook-delete-policy: before-hook-creation,hook-succeeded
+    {{- include "blueprint.checkovSkips" $skips | trim | nindent 4 }}
+spec:
+  backoffLimit: {{ $job.backoffLimit | int }}
+  activeDeadlineSeconds: {{ $job.activeDeadlineSeconds | int }}
+  template:
+    {{- include "blueprint.podTemplate" . | nindent 4 }}
+{{- end -}}
+
+{{/*
+PersistentVolumeClaim <svc>-blobs: the service's blob store, one volume mounted by
+every pod of both colours (ReadWriteMany), so a blob written by one pod is read by
+any other. Kept on uninstall like the data stores' volumes: it holds user data.
+*/}}
+{{- define "blueprint.blobsClaim" -}}
+{{- $root := .root -}}
+{{- $blobs := .settings.blobs -}}
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata:
+  name: {{ .name }}-blobs
+  namespace: {{ $root.Release.Namespace }}
+  labels:
+    {{- include "blueprint.labels" (dict "root" $root "name" .name "component" "blobs") | nindent 4 }}
+  annotations:
+    helm.sh/resource-policy: keep
+spec:
+  accessModes: ["ReadWriteMany"]
+  {{- with $blobs.storageClass }}
+  storageClassName: {{ . }}
+  {{- end }}
+  resources:
+    requests:
+      storage: {{ $blobs.size }}
+{{- end -}}

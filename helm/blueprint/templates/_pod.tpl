@@ -1,17 +1,26 @@
 {{/*
 The pod every Blueprint workload runs: servers (`serve NAME`), workers
-(`work NAME`) and cron jobs share it, so security, env and shutdown are the
-same everywhere.
+(`work NAME`), cron jobs and migration hooks (`migrate NAME`) share it, so
+security, env and shutdown are the same everywhere.
 
 Arguments: dict
   root      the chart root ($)
   name      workload name (diag, notify-worker, ...): label app.kubernetes.io/name
-  component server | worker | cronjob
+  component server | worker | cronjob | migration
   color     blue | green (the image tag)
   settings  the merged settings (blueprint.settings)
   args      container args
-  config    the workload's ConfigMap name
+  config    the workload's ConfigMap name (not for migration)
+
+A migration pod runs as a helm hook, before this release's ConfigMaps exist or
+while they still hold the previous release's settings: its settings are inline
+env instead, it reads only the database Secret, and it runs under the hook's own
+ServiceAccount with no API token. It carries no colour label: it belongs to
+neither colour, only runs one's image.
 */}}
+
+{{/* Where a service's shared blob volume (services.<name>.blobs) is mounted. */}}
+{{- define "blueprint.blobMountPath" -}}/var/lib/blueprint/blobs{{- end -}}
 
 {{/* BLUEPRINT_* settings of one workload: the ConfigMap's data. */}}
 {{- define "blueprint.configData" -}}
@@ -52,18 +61,23 @@ data:
 {{- define "blueprint.podTemplate" -}}
 {{- $root := .root -}}
 {{- $s := .settings -}}
-{{- $longRunning := ne .component "cronjob" -}}
+{{- $migration := eq .component "migration" -}}
+{{- $longRunning := not (has .component (list "cronjob" "migration")) -}}
+{{- $blobs := and (eq .component "server") $s.blobs -}}
 metadata:
   labels:
-    {{- include "blueprint.labels" (dict "root" $root "name" .name "color" .color "component" .component) | nindent 4 }}
+    {{- include "blueprint.labels" (dict "root" $root "name" .name "color" (ternary "" .color $migration) "component" .component) | nindent 4 }}
     {{- include "blueprint.meshClientLabel" . | nindent 4 }}
     app.kubernetes.io/version: {{ (index $root.Values.colors .color).tag | quote }}
     {{- with $s.podLabels }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
+  {{- if or (not $migration) $s.podAnnotations }}
   annotations:
+    {{- if not $migration }}
     # A settings change rolls the pods (ConfigMaps are not watched).
     checksum/config: {{ include "blueprint.configData" . | sha256sum }}
+    {{- end }}
     {{- if $longRunning }}
     prometheus.io/scrape: "true"
     prometheus.io/port: {{ $root.Values.ports.metrics | quote }}
@@ -71,9 +85,15 @@ metadata:
     {{- with $s.podAnnotations }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
+  {{- end }}
 spec:
+  {{- if $migration }}
+  serviceAccountName: {{ include "blueprint.fullname" $root }}-migrate
+  automountServiceAccountToken: false
+  {{- else }}
   serviceAccountName: {{ include "blueprint.fullname" $root }}
   automountServiceAccountToken: {{ eq $root.Values.discovery "kubernetes" }}
+  {{- end }}
   {{- with $root.Values.imagePullSecrets }}
   imagePullSecrets:
     {{- toYaml . | nindent 4 }}
@@ -125,10 +145,18 @@ spec:
           containerPort: {{ $root.Values.ports.metrics }}
           protocol: TCP
       {{- end }}
+      {{- if not $migration }}
       envFrom:
         - configMapRef:
             name: {{ .config }}
+      {{- end }}
       env:
+        {{- if $migration }}
+        {{- range $key, $value := include "blueprint.configData" . | fromYaml }}
+        - name: {{ $key }}
+          value: {{ $value | quote }}
+        {{- end }}
+        {{- end }}
         # Each pod is its own instance, dialled at its pod IP.
         - name: BLUEPRINT_INSTANCE_ID
           valueFrom:
@@ -138,7 +166,16 @@ spec:
           valueFrom:
             fieldRef:
               fieldPath: status.podIP
+        {{- if $migration }}
+        {{- include "blueprint.databaseSecretEnv" $root | nindent 8 }}
+        {{- else }}
         {{- include "blueprint.secretEnv" $root | nindent 8 }}
+        {{- end }}
+        {{- if $blobs }}
+        # Set here, beside its mount, so no env override can point it elsewhere.
+        - name: {{ printf "BLUEPRINT_%s_BLOB_DIR" (.name | upper | replace "-" "_") }}
+          value: {{ include "blueprint.blobMountPath" . }}
+        {{- end }}
       {{- if $longRunning }}
       # Native gRPC probes ask grpc.health.v1 on the serving port.
       startupProbe:
@@ -172,9 +209,26 @@ spec:
       volumeMounts:
         - name: tmp
           mountPath: /tmp
+        {{- if $blobs }}
+        - name: blobs
+          mountPath: {{ include "blueprint.blobMountPath" . }}
+        {{- end }}
   volumes:
-    # The only writable path under the read-only root filesystem.
+    # Scratch space: the root filesystem is read-only.
     - name: tmp
       emptyDir:
         sizeLimit: 256Mi
+    {{- if $blobs }}
+    {{- if $s.blobs.enabled }}
+    # Shared by every pod of the service, both colours (blobs.yaml).
+    - name: blobs
+      persistentVolumeClaim:
+        claimName: {{ .name }}-blobs
+    {{- else }}
+    # blobs.enabled=false: this pod's own blobs, gone with it (NOTES.txt warns).
+    - name: blobs
+      emptyDir:
+        sizeLimit: {{ $s.blobs.size }}
+    {{- end }}
+    {{- end }}
 {{- end -}}

@@ -2,7 +2,7 @@
 
 Pure: no helm, no cluster. Each function returns the steps to take, in order,
 or raises `RolloutRefused` saying why not. A step changes only the values it
-names (the runner passes them with `--reuse-values`), so promoting changes
+names (the runner passes them with `--reset-then-reuse-values`), so promoting changes
 `activeColor` and nothing else: the Services' selectors flip, no pod restarts.
 """
 

@@ -1,7 +1,9 @@
 """Carrying a rollout out: helm and kubectl as subprocesses, nothing decided here.
 
-Every change is `helm upgrade RELEASE CHART --reuse-values` with only the
-step's values on top, so the release keeps whatever else its operator set.
+Every change is `helm upgrade RELEASE CHART --reset-then-reuse-values` with
+only the step's values on top: the release keeps whatever its operator set,
+and a newer chart's new defaults (a service added, say) still arrive, which
+plain `--reuse-values` would drop.
 Reading the release is `helm get values --all` (chart defaults included),
 `helm history` (the rollout's record) and `kubectl get deployment`.
 """
@@ -102,7 +104,7 @@ class Runner:
                 "upgrade",
                 self.tools.release,
                 self.tools.chart,
-                "--reuse-values",
+                "--reset-then-reuse-values",
                 *helm_overrides(step.values),
                 "--description",
                 step.record.describe(),

@@ -132,7 +132,7 @@ def test_deploy_sets_the_idle_tag_and_full_preview_size_then_waits_for_it(
     assert rollout("--chart", "./chart", "--timeout", "90", "deploy", NEW_TAG) == 0
     assert tools.calls()[3:] == [
         [
-            "helm", "upgrade", "blueprint", "./chart", "--reuse-values",
+            "helm", "upgrade", "blueprint", "./chart", "--reset-then-reuse-values",
             "--set-string", f"colors.green.tag={NEW_TAG}",
             "--set", "previewReplicas=4",
             "--description", f"blueprint rollout: phase=deploy old=blue new=green tag={NEW_TAG}",
@@ -160,7 +160,7 @@ async def test_promote_verifies_the_preview_then_flips_only_the_active_colour(
     ]  # fmt: skip
     [upgrade] = tools.upgrades()
     assert set_flags(upgrade) == [("--set-string", "activeColor=green")]
-    assert "--reuse-values" in upgrade
+    assert "--reset-then-reuse-values" in upgrade
     assert "diag: ok" in capsys.readouterr().out
 
 
