@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import abc
+import random
 from collections.abc import Sequence, Set
+from operator import attrgetter
 from typing import ClassVar
 
 from blueprint.mesh.endpoint import Endpoint, Load
@@ -36,3 +38,17 @@ class Balancer(abc.ABC):
         self, key: bytes | None = None, exclude: Set[str] = NOTHING_EXCLUDED
     ) -> Endpoint | None:
         """The endpoint for this call, or None when no endpoint is eligible."""
+
+
+class SortedEndpointsBalancer(Balancer):
+    """A balancer that keeps the set sorted by instance id and chooses with an rng.
+
+    Sorted so a seeded rng gives the same picks whatever the registry's order.
+    """
+
+    def __init__(self, rng: random.Random) -> None:
+        self._rng = rng
+        self._endpoints: tuple[Endpoint, ...] = ()
+
+    def update(self, endpoints: Sequence[Endpoint]) -> None:
+        self._endpoints = tuple(sorted(endpoints, key=attrgetter("instance_id")))

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence, Set
-from operator import attrgetter
 from typing import ClassVar
 
-from blueprint.mesh.balancers.base import NOTHING_EXCLUDED, Balancer
+from blueprint.mesh.balancers.base import NOTHING_EXCLUDED, SortedEndpointsBalancer
 from blueprint.mesh.balancers.load import PendingRequests
 from blueprint.mesh.endpoint import Endpoint, Load
 
@@ -35,21 +34,13 @@ def least_loaded(
     return best
 
 
-class LeastConnections(Balancer):
+class LeastConnections(SortedEndpointsBalancer):
     """Fewest outstanding calls wins; an O(n) scan, as n is small."""
 
     name: ClassVar[str] = "least_connections"
 
-    def __init__(self, rng: random.Random) -> None:
-        self._rng = rng
-        self._endpoints: tuple[Endpoint, ...] = ()
-
     def new_load(self) -> Load:
         return PendingRequests()
-
-    def update(self, endpoints: Sequence[Endpoint]) -> None:
-        # Sorted so a seeded rng gives the same picks whatever the registry order.
-        self._endpoints = tuple(sorted(endpoints, key=attrgetter("instance_id")))
 
     def pick(
         self, key: bytes | None = None, exclude: Set[str] = NOTHING_EXCLUDED

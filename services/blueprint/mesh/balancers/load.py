@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import abc
 import math
 import time
 from collections.abc import Callable
@@ -47,14 +48,9 @@ class PendingRequests:
         return float(self.outstanding)
 
 
-class Ewma:
-    """Time-weighted average round-trip time, times the calls in flight (plus one).
-
-    Each sample is weighted by the time since the previous one,
-    `w = exp(-elapsed / decay)`, not by a fixed per-call factor: the average
-    then spans the same stretch of time whatever the call rate, and a sample
-    after a long silence counts almost fully.
-    """
+class _RttEstimate(abc.ABC):
+    """What both RTT estimates share: calls in flight, the first-sample rule, the
+    time-weighted blend. Subclasses say how a sample moves the estimate."""
 
     __slots__ = ("_clock", "_decay", "_measured", "_rtt", "_stamp", "outstanding")
 
@@ -74,10 +70,6 @@ class Ewma:
         self._measured = False
         self.outstanding: int = 0
 
-    def rtt_seconds(self) -> float:
-        """The current average round-trip time."""
-        return self._rtt
-
     def start(self) -> None:
         self.outstanding += 1
 
@@ -85,21 +77,44 @@ class Ewma:
         if self.outstanding > 0:
             self.outstanding -= 1
         now = self._clock()
-        if not self._measured:
-            self._rtt, self._stamp, self._measured = _sample(rtt_seconds), now, True
-            return
-        elapsed = now - self._stamp
-        w = math.exp(-elapsed / self._decay) if elapsed > 0.0 else 1.0
-        self._rtt = self._rtt * w + _sample(rtt_seconds) * (1.0 - w)
+        sample = _sample(rtt_seconds)
+        if self._measured:
+            elapsed = now - self._stamp
+            weight = math.exp(-elapsed / self._decay) if elapsed > 0.0 else 1.0
+            self._rtt = self._observe(sample, weight)
+        else:
+            self._rtt, self._measured = sample, True
         self._stamp = now
+
+    @abc.abstractmethod
+    def _observe(self, sample: float, weight: float) -> float:
+        """The new estimate after `sample`; `weight` is the old estimate's share."""
+
+    def rtt_seconds(self) -> float:
+        return self._rtt
 
     def cost(self) -> float:
         # Latency times queue length: the expected wait behind the calls
         # already sent, so a fast endpoint stops winning once it backs up.
-        return self._rtt * (self.outstanding + 1)
+        return self.rtt_seconds() * (self.outstanding + 1)
 
 
-class PeakEwma:
+class Ewma(_RttEstimate):
+    """Time-weighted average round-trip time, times the calls in flight (plus one).
+
+    Each sample is weighted by the time since the previous one,
+    `w = exp(-elapsed / decay)`, not by a fixed per-call factor: the average
+    then spans the same stretch of time whatever the call rate, and a sample
+    after a long silence counts almost fully.
+    """
+
+    __slots__ = ()
+
+    def _observe(self, sample: float, weight: float) -> float:
+        return self._rtt * weight + sample * (1.0 - weight)
+
+
+class PeakEwma(_RttEstimate):
     """Finagle's and Linkerd's peak-sensitive EWMA of round-trip time.
 
     A sample above the current estimate replaces it at once, so one slow
@@ -111,50 +126,17 @@ class PeakEwma:
     stale evidence. The decay is computed on read, so reading mutates nothing.
     """
 
-    __slots__ = ("_clock", "_decay", "_measured", "_rtt", "_stamp", "outstanding")
-
-    def __init__(
-        self,
-        decay_seconds: float,
-        initial_rtt_seconds: float,
-        clock: Clock = time.monotonic,
-    ) -> None:
-        self._decay = positive_seconds("decay_seconds", decay_seconds)
-        self._rtt = positive_seconds("initial_rtt_seconds", initial_rtt_seconds)
-        self._clock = clock
-        self._stamp = clock()
-        # The initial RTT only stands in until the first answer. Blended in by
-        # time weight, it would linger for about `decay` at a high call rate
-        # and make a fast new endpoint look as slow as the default.
-        self._measured = False
-        self.outstanding: int = 0
+    __slots__ = ()
 
     def rtt_seconds(self) -> float:
         """The estimate now: the last one, decayed by the time since."""
         elapsed = self._clock() - self._stamp
         return self._rtt * math.exp(-elapsed / self._decay) if elapsed > 0.0 else self._rtt
 
-    def start(self) -> None:
-        self.outstanding += 1
-
-    def finish(self, rtt_seconds: float) -> None:
-        if self.outstanding > 0:
-            self.outstanding -= 1
-        now = self._clock()
-        if not self._measured:
-            self._rtt, self._stamp, self._measured = _sample(rtt_seconds), now, True
-            return
-        elapsed = now - self._stamp
-        w = math.exp(-elapsed / self._decay) if elapsed > 0.0 else 1.0
-        current = self._rtt * w  # what a read just before this sample showed
-        rtt = _sample(rtt_seconds)
-        if rtt > current:
-            self._rtt = rtt
-        else:
-            # A convex mix of `current` and a smaller sample: a fast answer
-            # never raises the cost, and it pulls harder after a longer gap.
-            self._rtt = current * w + rtt * (1.0 - w)
-        self._stamp = now
-
-    def cost(self) -> float:
-        return self.rtt_seconds() * (self.outstanding + 1)
+    def _observe(self, sample: float, weight: float) -> float:
+        current = self._rtt * weight  # what a read just before this sample showed
+        if sample > current:
+            return sample
+        # A convex mix of `current` and a smaller sample: a fast answer never
+        # raises the cost, and it pulls harder after a longer gap.
+        return current * weight + sample * (1.0 - weight)
