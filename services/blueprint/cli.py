@@ -22,7 +22,7 @@ def _serve(args: argparse.Namespace) -> int:
     from blueprint import catalog
     from blueprint.local import state
     from blueprint.mesh import logs
-    from blueprint.mesh.server import serve
+    from blueprint.mesh.server import CannotBind, serve
 
     settings = _settings()
     try:
@@ -32,7 +32,11 @@ def _serve(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     name = settings.register_as or spec.name
     logs.configure(name, settings.instance_id or name)
-    asyncio.run(serve(spec, settings, redis_url=state.redis_url(settings)))
+    try:
+        asyncio.run(serve(spec, settings, redis_url=state.redis_url(settings)))
+    except CannotBind as error:
+        print(f"blueprint serve: {error} (BLUEPRINT_BIND_HOST/BLUEPRINT_PORT)", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 
@@ -52,3 +53,15 @@ def test_bad_settings_are_reported_by_name() -> None:
     result = blueprint("status", env=env)
     assert result.returncode != 0
     assert "BLUEPRINT_BALANCER" in result.stderr and "BLUEPRINT_REPLICAS" in result.stderr
+
+
+def test_serve_on_a_taken_port_says_so_in_one_line() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BLUEPRINT_")}
+        env.update(BLUEPRINT_DISCOVERY="static", BLUEPRINT_PORT=str(taken.getsockname()[1]))
+        result = blueprint("serve", "diag", env=env)
+    assert result.returncode == 1
+    assert "blueprint serve: cannot listen on 127.0.0.1:" in result.stderr
+    assert "Traceback" not in result.stderr

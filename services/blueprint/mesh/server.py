@@ -61,6 +61,11 @@ class ServingContext:
 Cleanup = Callable[[], Awaitable[None]]
 
 
+class CannotBind(OSError):
+    def __init__(self, address: str) -> None:
+        super().__init__(f"cannot listen on {address}: in use, or not an address of this host")
+
+
 @dataclass(frozen=True)
 class ServiceSpec:
     """How to put one service on a server.
@@ -141,9 +146,13 @@ class Runtime:
             interceptors=[ServerInterceptor(tracer, rpc_metrics)],
             options=_server_options(settings),
         )
-        self.port = self.server.add_insecure_port(f"{settings.bind_host}:{settings.port}")
+        address = f"{settings.bind_host}:{settings.port}"
+        try:
+            self.port = self.server.add_insecure_port(address)
+        except RuntimeError as error:  # grpcio's way of saying the port is taken
+            raise CannotBind(address) from error
         if self.port == 0:
-            raise RuntimeError(f"cannot bind {settings.bind_host}:{settings.port}")
+            raise CannotBind(address)
         self.mesh = MeshClient(
             settings,
             self.registry,
