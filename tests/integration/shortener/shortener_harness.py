@@ -8,7 +8,8 @@ from settings), puts its servicer on a `grpc.aio` server with the runtime's inte
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,9 +81,11 @@ class Reads:
 
 @contextlib.asynccontextmanager
 async def serving(
-    settings: Settings, reads: Reads | None = None
+    settings: Settings, reads: Reads | None = None, clock: Callable[[], float] = time.time
 ) -> AsyncIterator[tuple[shortener_pb2_grpc.ShortenerStub, Shortener]]:
-    app = await open_shortener(settings, redis_url=str(settings.redis_url), on_read=reads)
+    app = await open_shortener(
+        settings, redis_url=str(settings.redis_url), on_read=reads, clock=clock
+    )
     server = grpc.aio.server(interceptors=[ServerInterceptor(None, None)])
     servicer = ShortenerServicer(app, caller_header=settings.hash_key_header)
     shortener_pb2_grpc.add_ShortenerServicer_to_server(servicer, server)
