@@ -8,7 +8,7 @@ INSTALLED := $(VENV)/.installed
 TOOLS := .tools
 BUF := $(TOOLS)/node_modules/.bin/buf
 
-.PHONY: helm-tools run test test-unit test-e2e protos protos-check lint format bench clean k8s deploy-check image-check prometheus dashboards dashboards-check rules-check
+.PHONY: api-baseline helm-tools run test test-unit test-e2e protos protos-check lint format bench clean k8s deploy-check image-check prometheus dashboards dashboards-check rules-check
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,13 @@ lint: $(INSTALLED) $(BUF) protos-check dashboards-check
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	cd protos && ../$(BUF) lint
+	cd protos && ../$(BUF) breaking --against api-baseline.binpb
+
+# The released API that `make lint` holds every change to (buf's FILE rules: nothing in
+# a v1 package may change incompatibly on the wire, in JSON or in generated code).
+# Refresh it only when a release is cut, after `make lint` has passed.
+api-baseline: $(BUF)
+	cd protos && ../$(BUF) build --exclude-source-info -o api-baseline.binpb
 
 format: $(INSTALLED)
 	$(VENV)/bin/ruff check --fix .
