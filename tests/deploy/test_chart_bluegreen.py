@@ -177,3 +177,40 @@ def test_the_migration_job_and_blob_volume_ignore_the_switch(renders: Any) -> No
         blue[("PersistentVolumeClaim", "shortener-blobs")]
         == green[("PersistentVolumeClaim", "shortener-blobs")]
     )
+
+
+def _worker_pods(view: dict[tuple[str, str], Doc]) -> dict[str, Doc]:
+    return {
+        name: doc
+        for (kind, name), doc in view.items()
+        if kind == "Deployment" and doc["metadata"]["labels"]["app.kubernetes.io/component"]
+        == "worker"
+    }
+
+
+def test_preview_workers_run_and_know_whether_their_colour_is_live(renders: Any) -> None:
+    """Issue 9, point 5: the idle colour's workers start with the preview, paused."""
+    for live, view in zip(("blue", "green"), renders, strict=True):
+        configmaps = {name: doc for (kind, name), doc in view.items() if kind == "ConfigMap"}
+        for name, doc in _worker_pods(view).items():
+            color = name.rsplit("-", 1)[1]
+            assert doc["spec"]["replicas"] == 2, name  # notify: 2, the preview as well
+            spec = pod_spec(doc)
+            (container,) = spec["containers"]
+            env = dict(configmaps[container["envFrom"][0]["configMapRef"]["name"]]["data"])
+            assert env["BLUEPRINT_WORKER_COLOR"] == color
+            path = env["BLUEPRINT_WORKER_LIVE_COLOR_FILE"]
+            mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+            directory, _, key = path.rpartition("/")
+            mount = mounts[directory]
+            assert mount.get("readOnly") is True and "subPath" not in mount  # updated in place
+            volumes = {v["name"]: v for v in spec["volumes"]}
+            source = volumes[mount["name"]]["configMap"]["name"]
+            assert configmaps[source]["data"][key] == live
+
+
+def test_without_a_preview_the_idle_workers_are_scaled_to_zero() -> None:
+    view = by_key(render((BLUE_LIVE,), (*FIXED_SECRETS, "previewReplicas=0")))
+    workers = _worker_pods(view)
+    assert workers["notify-worker-blue"]["spec"]["replicas"] == 2
+    assert workers["notify-worker-green"]["spec"]["replicas"] == 0
