@@ -122,7 +122,9 @@ with open(os.environ["FAKE_TOOLS_LOG"], "a") as log:
     log.write(json.dumps([name, *sys.argv[1:]]) + "\\n")
 with open(os.environ["FAKE_TOOLS_RULES"]) as rules:
     for rule in json.load(rules):
-        if rule["tool"] == name and all(token in sys.argv[1:] for token in rule["match"]):
+        # A token matches an argument, or one part of a comma-separated label selector.
+        parts = {{part for arg in sys.argv[1:] for part in (arg, *arg.split(","))}}
+        if rule["tool"] == name and all(token in parts for token in rule["match"]):
             sys.stdout.write(rule.get("stdout", ""))
             sys.stdout.flush()
             sys.stderr.write(rule.get("stderr", ""))
@@ -185,7 +187,9 @@ class FakeTools:
         self.answer("helm", ["get", "values"], latest_values or values)
         self.answer("helm", ["history"], revisions)
         self.answer("kubectl", ["get", "deployment"], {"kind": "List", "items": deployments})
-        self.answer("helm", ["show", "chart"], f"name: blueprint\nversion: {CHART.split('-')[-1]}\n")
+        self.answer(
+            "helm", ["show", "chart"], f"name: blueprint\nversion: {CHART.split('-')[-1]}\n"
+        )
 
     def save(self) -> None:
         self.rules_path.write_text(json.dumps(self.rules))

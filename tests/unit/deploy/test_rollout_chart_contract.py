@@ -65,7 +65,9 @@ class Rendered:
         return DeploymentStatus.from_json(self.objects["Deployment", f"{service}-{color}"])
 
     def pod_template(self, workload: str, color: Color) -> dict[str, Any]:
-        found: dict[str, Any] = self.objects["Deployment", f"{workload}-{color}"]["spec"]["template"]
+        found: dict[str, Any] = self.objects["Deployment", f"{workload}-{color}"]["spec"][
+            "template"
+        ]
         return found
 
     def config(self, workload: str, color: Color) -> dict[str, str]:
@@ -115,21 +117,24 @@ def _with(
     return merged
 
 
-def _rolled_out(rendered: Rendered, services: list[str]) -> list[dict[str, Any]]:
-    """The rendered Deployments with the status a cluster reports once they rolled out."""
+def _rolled_out(rendered: Rendered) -> list[dict[str, Any]]:
+    """The rendered services' and workers' Deployments, with the status a cluster
+    reports once they rolled out."""
     found = []
-    for service in services:
-        for color in ("blue", "green"):
-            obj = copy.deepcopy(rendered.objects["Deployment", f"{service}-{color}"])
-            n = obj["spec"].get("replicas", 1)
-            obj["metadata"]["generation"] = 1
-            obj["status"] = {
-                "observedGeneration": 1,
-                "replicas": n,
-                "readyReplicas": n,
-                "updatedReplicas": n,
-            }
-            found.append(obj)
+    for (kind, _), doc in rendered.objects.items():
+        component = doc["metadata"]["labels"].get("app.kubernetes.io/component")
+        if kind != "Deployment" or component not in ("server", "worker"):
+            continue
+        obj = copy.deepcopy(doc)
+        n = obj["spec"].get("replicas", 1)
+        obj["metadata"]["generation"] = 1
+        obj["status"] = {
+            "observedGeneration": 1,
+            "replicas": n,
+            "readyReplicas": n,
+            "updatedReplicas": n,
+        }
+        found.append(obj)
     return found
 
 
@@ -144,12 +149,14 @@ def test_deploy_promote_and_rollback_mean_what_the_chart_renders() -> None:
     previewed = Rendered(values)
     for service in services:
         green = previewed.deployment(service, "green")
-        assert (green.desired, green.runs_tag(NEW_TAG)) == (size, True)
-        assert previewed.deployment(service, "blue").runs_tag(installed.tags["blue"])
+        assert (green.desired, green.runs(NEW_TAG)) == (size, True)
+        assert previewed.deployment(service, "blue").runs(installed.tags["blue"])
         assert previewed.selected_color(service) == "blue"
         assert previewed.selected_color(f"{service}-preview") == "green"
 
-    state = ReleaseState.read(_with(_chart_values(), values), _rolled_out(previewed, services))
+    state = ReleaseState.read(
+        _with(_chart_values(), values), _rolled_out(previewed), history(DEPLOYED)
+    )
     verified = Verification("green", NEW_TAG, tuple(ServiceCheck(s) for s in services))
     [promote] = plan.promote(state, verified)
     values |= promote.values
@@ -157,10 +164,10 @@ def test_deploy_promote_and_rollback_mean_what_the_chart_renders() -> None:
     for service in services:
         assert promoted.selected_color(service) == "green"
         assert promoted.selected_color(f"{service}-preview") == "blue"
-        assert promoted.deployment(service, "green").runs_tag(NEW_TAG)
+        assert promoted.deployment(service, "green").runs(NEW_TAG)
         assert promoted.deployment(service, "blue").desired == size  # kept warm
 
-    state = ReleaseState.read(_with(_chart_values(), values), _rolled_out(promoted, services))
+    state = ReleaseState.read(_with(_chart_values(), values), _rolled_out(promoted))
     for step in plan.rollback(dataclasses.replace(state, record=PROMOTED)):
         values |= step.values
     rolled_back = Rendered(values)
@@ -183,7 +190,9 @@ def test_a_settings_change_stays_on_the_idle_colour_until_promote(tmp_path: Path
     before = Rendered({})
 
     # `rollout deploy 1.1.0 -f settings.yaml`: the live colour keeps its pods and settings.
-    [deploy] = plan.deploy(installed, NEW_TAG, values_files=(str(change),))
+    [deploy] = plan.deploy(
+        installed, NEW_TAG, values_files={str(change): yaml.safe_load(change.read_text())}
+    )
     assert deploy.files == (str(change),)
     values = dict(deploy.values)
     previewed = Rendered(values, deploy.files)
@@ -195,7 +204,7 @@ def test_a_settings_change_stays_on_the_idle_colour_until_promote(tmp_path: Path
 
     # promote: selectors move, no pod template changes in either colour.
     all_values = _with(_chart_values(), values, [change])
-    state = ReleaseState.read(all_values, _rolled_out(previewed, services), history(DEPLOYED))
+    state = ReleaseState.read(all_values, _rolled_out(previewed), history(DEPLOYED))
     verified = Verification("green", NEW_TAG, tuple(ServiceCheck(s) for s in services))
     [promote] = plan.promote(state, verified, chart=_chart())
     values |= promote.values
@@ -217,7 +226,7 @@ def test_a_settings_change_stays_on_the_idle_colour_until_promote(tmp_path: Path
     # rollback: blue takes the traffic back with the settings it had.
     state = ReleaseState.read(
         _with(_chart_values(), values, [change]),
-        _rolled_out(promoted, services),
+        _rolled_out(promoted),
         history(DEPLOYED, PROMOTED),
     )
     for step in plan.rollback(state):
@@ -233,11 +242,11 @@ def test_promote_refuses_a_chart_other_than_the_deployed_one() -> None:
     services = ReleaseState.read(_chart_values()).services
     state = ReleaseState.read(
         _with(_chart_values(), {"colors.green.tag": NEW_TAG, "previewReplicas": 2}),
-        _rolled_out(previewed, services),
+        _rolled_out(previewed),
         history(DEPLOYED, chart="blueprint-0.1.0"),
     )
     verified = Verification("green", NEW_TAG, tuple(ServiceCheck(s) for s in services))
-    with pytest.raises(plan.RolloutRefused, match="deployed with chart blueprint-0.1.0"):
+    with pytest.raises(plan.RolloutRefused, match=r"deployed with chart blueprint-0\.1\.0"):
         plan.promote(state, verified, chart=_chart())
     [step] = plan.promote(state, verified, chart=_chart(), allow_chart_change=True)
     assert step.values["activeColor"] == "green"

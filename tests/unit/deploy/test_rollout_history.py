@@ -34,8 +34,8 @@ BOTH = {"blue": OLD_TAG, "green": NEW_TAG}
 DEPLOYED = RolloutRecord("deploy", old="blue", new="green", tag=NEW_TAG)
 PROMOTED = RolloutRecord("promote", old="blue", new="green", tag=NEW_TAG)
 HOOK_FAILED = (
-    'Error: UPGRADE FAILED: pre-upgrade hooks failed: 1 error occurred:\n'
-    '\t* job shortener-migrate failed: BackoffLimitExceeded\n'
+    "Error: UPGRADE FAILED: pre-upgrade hooks failed: 1 error occurred:\n"
+    "\t* job shortener-migrate failed: BackoffLimitExceeded\n"
 )
 
 

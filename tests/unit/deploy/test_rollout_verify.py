@@ -144,7 +144,8 @@ def rollout(*argv: str, runner: Runner | None = None) -> int:
     root = argparse.ArgumentParser(prog="blueprint")
     register(root.add_subparsers(dest="command", required=True))
     args = root.parse_args(["rollout", "--namespace", NS, *argv])
-    return commands.run(args, runner=runner)
+    code: int = commands.run(args, runner=runner)
+    return code
 
 
 def forwarded_pods(tools: FakeTools) -> list[str]:
@@ -251,6 +252,8 @@ def traffic(tools: FakeTools, pods: dict[str, Runtime], *, failing: int, ok: int
     """The analysis window: clients call the new colour, then helm shows it promoted."""
 
     def during_window(seconds: float) -> None:
+        if seconds != ANALYSIS["windowSeconds"]:
+            return  # the settle pause of a rollback
         for runtime in pods.values():
             with grpc.insecure_channel(f"127.0.0.1:{runtime.port}") as channel:
                 stub = diag_pb2_grpc.DiagnosticsStub(channel)
