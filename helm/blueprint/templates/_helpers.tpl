@@ -103,9 +103,10 @@ A colour pinned with colors.<colour>.settings ({defaults, services, workers}, a 
 of these values as they were: `blueprint rollout` writes it) renders from that copy,
 so a settings change in the values reaches only unpinned colours: the rollout
 unpins the idle colour at `deploy`, and the change goes out through
-verify/promote like an image. A key the copy lacks (a setting a newer chart
-added) comes from the current values; a workload the copy lacks renders from
-them entirely.
+verify/promote like an image. A top-level key the copy lacks (a setting a newer
+chart added) comes from the current values, so a nested setting a chart adds needs a
+`default` where a template reads it; a workload the copy lacks renders from the
+current values entirely.
 */}}
 {{- define "blueprint.colorSettings" -}}
 {{- $current := include "blueprint.settings" (dict "root" .root "override" .override) | fromJson -}}

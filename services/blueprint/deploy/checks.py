@@ -125,15 +125,17 @@ def _scrape(
 def analyse(runner: Runner, state: ReleaseState, color: Color) -> Analysis:
     """Watch `color`, just made live, for the policy's window; the verdict per service."""
     policy = state.analysis
-    before = {service: _scrape(runner, state, color, service)[0] for service in state.services}
+    before = {service: _scrape(runner, state, color, service) for service in state.services}
     runner.say(f"   watching {color}'s own metrics for {policy.window_seconds:g}s")
     runner.sleep(policy.window_seconds)
     verdicts = []
     for service in state.services:
-        after, problems = _scrape(runner, state, color, service)
+        opened, problems = before[service]
+        after, closing = _scrape(runner, state, color, service)
+        problems = [*problems, *closing]
         total = Calls()
         for pod, now in after.items():
-            then = before[service].get(pod)
+            then = opened.get(pod)
             if then is not None and now.restarts > then.restarts:
                 problems.append(f"{pod} restarted during the analysis")
             total += analysis.increase(then.calls if then else None, now.calls)

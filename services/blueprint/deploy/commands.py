@@ -18,7 +18,7 @@ from blueprint.deploy import checks, plan
 from blueprint.deploy.analysis import Analysis
 from blueprint.deploy.plan import RolloutRefused, Verification
 from blueprint.deploy.runner import CommandFailed, Runner, Tools
-from blueprint.deploy.state import COLORS, ReleaseError, ReleaseState
+from blueprint.deploy.state import COLORS, Color, ReleaseError, ReleaseState
 
 EXIT_FAILED = 1
 
@@ -144,9 +144,9 @@ ACTIONS: dict[str, Callable[[Runner, argparse.Namespace], int]] = {
 
 
 def describe(state: ReleaseState, release: str) -> str:
-    def colour(color: str) -> str:
+    def colour(color: Color) -> str:
         pinned = ", settings pinned" if color in state.pinned else ""
-        return f"{color} ({state.tags[color] or 'chart default'}{pinned})"  # type: ignore[index]
+        return f"{color} ({state.tags[color] or 'chart default'}{pinned})"
 
     lines = [
         f"release {release}: live {colour(state.active)}, idle {colour(state.idle)},"
