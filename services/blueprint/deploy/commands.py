@@ -151,7 +151,7 @@ def describe(state: ReleaseState, release: str) -> str:
     lines = [
         f"release {release}: live {colour(state.active)}, idle {colour(state.idle)},"
         f" previewReplicas {state.preview_replicas}",
-        f"rollout: {state.record.describe() if state.record else 'none recorded'}",
+        f"rollout: {_record(state)}",
     ]
     if state.halted:
         lines.append(f"steps refuse: {state.halted}")
@@ -164,6 +164,13 @@ def describe(state: ReleaseState, release: str) -> str:
             cells.append(cell + (" (live)" if color == state.active else ""))
         lines.append(f"{workload:<24}" + "".join(f"{cell:<24}" for cell in cells))
     return "\n".join(lines)
+
+
+def _record(state: ReleaseState) -> str:
+    record = state.record
+    if record is None:
+        return "none recorded"
+    return record.describe() + (f" (chart {record.chart})" if record.chart else "")
 
 
 def describe_verification(verification: Verification) -> str:
