@@ -78,6 +78,7 @@ def watch_timeout(minimum_seconds: int, rng: random.Random) -> int:
     reflector picks (5 to 10 minutes there), so watches opened together end apart."""
     return int(jittered(minimum_seconds, rng))
 
+
 Slice = Mapping[str, Any]  # an EndpointSlice as the API's JSON
 
 
