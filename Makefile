@@ -7,8 +7,9 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 TOOLS := .tools
 BUF := $(TOOLS)/node_modules/.bin/buf
+LOCK := requirements/image.lock
 
-.PHONY: api-baseline helm-tools run test test-unit test-e2e protos protos-check lint format bench clean k8s deploy-check image-check prometheus dashboards dashboards-check rules-check
+.PHONY: api-baseline helm-tools run test test-unit test-e2e protos protos-check lint format bench clean k8s deploy-check image-check prometheus dashboards dashboards-check rules-check lock lock-check
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,7 +38,7 @@ protos: $(INSTALLED)
 protos-check: $(INSTALLED)
 	scripts/check_stubs_fresh.sh $(PY)
 
-lint: $(INSTALLED) $(BUF) protos-check dashboards-check
+lint: $(INSTALLED) $(BUF) protos-check dashboards-check lock-check
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
@@ -78,6 +79,17 @@ rules-check: prometheus
 k8s: $(INSTALLED)
 	PYTHON=$(PY) scripts/deploy/install_tools.sh
 	scripts/deploy/render_k8s.sh
+
+# The image's dependencies, pinned with hashes, from PyPI alone (not this machine's
+# extra indexes or wheel cache). Universal: environment markers stay (async-timeout
+# only below Python 3.11.3, say), so one lock fits any CPython 3.11 base image.
+lock: $(INSTALLED)
+	$(VENV)/bin/uv pip compile pyproject.toml --universal --python-version 3.11 \
+	  --generate-hashes --native-tls --index-url https://pypi.org/simple \
+	  --custom-compile-command "make lock" --quiet --output-file $(LOCK)
+
+lock-check: $(INSTALLED)
+	$(PY) scripts/image_lock_check.py pyproject.toml $(LOCK)
 
 image-check: $(INSTALLED)
 	PYTHON=$(PY) scripts/image_check.sh

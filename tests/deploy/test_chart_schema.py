@@ -1,9 +1,10 @@
 """Bad values are refused by helm itself, with an error naming the field.
 
 values.schema.json rejects wrong types, unknown services and keys (blobs on a
-service other than the shortener), replica counts below 1 and colours other than
-blue/green; the templates refuse what a
-schema cannot express (a grace period shorter than the drain, min > max).
+service other than the shortener), replica counts below 1, colours other than
+blue/green, an API server egress rule without ports; the templates refuse what a
+schema cannot express (a grace period shorter than the drain, min > max, a budget
+with both minAvailable and maxUnavailable).
 """
 
 from __future__ import annotations
@@ -43,6 +44,20 @@ REFUSED = [
         ("services.diag.hpa.minReplicas=5", "services.diag.hpa.maxReplicas=3"),
         (),
         ["services.diag: hpa.minReplicas (5) must not exceed hpa.maxReplicas (3)"],
+    ),
+    # Issue 9: without ports the API server rule would allow egress to everything.
+    (("networkPolicy.apiServer.ports=null",), (), ["/networkPolicy/apiServer", "ports"]),
+    (("colors.green.tag=1.0@sha256:abc",), (), ["/colors/green/tag"]),
+    (("colors.green.settings.defaults=3",), (), ["/colors/green/settings/defaults", "object"]),
+    (("colors.green.settings.extra.a=1",), (), ["/colors/green/settings", "'extra' not allowed"]),
+    (("rollout.analysis.maxErrorRatio=2",), (), ["/rollout/analysis/maxErrorRatio", "maximum"]),
+    (("rollout.analysis.windowSeconds=-1",), (), ["/rollout/analysis/windowSeconds"]),
+    (("podSecurityContext=null",), (), ["podSecurityContext"]),
+    (("image.pullPolicy=Sometimes",), (), ["/image/pullPolicy", "value must be one of"]),
+    (
+        ("defaults.pdb.minAvailable=1",),
+        (),
+        ["services.diag: pdb sets both minAvailable (1) and maxUnavailable (1)"],
     ),
 ]
 
@@ -88,3 +103,27 @@ def test_an_external_database_needs_only_its_secret() -> None:
         "BLUEPRINT_REDIS_URL": {"name": "my-redis", "key": "url"},
         "BLUEPRINT_DATABASE_URL": {"name": "my-db", "key": "dsn"},
     }
+
+
+def test_the_pod_security_context_is_a_value() -> None:
+    docs = render((), (*FIXED_SECRETS, "podSecurityContext.fsGroupChangePolicy=OnRootMismatch"))
+    for name, deployment in of_kind(docs, "Deployment").items():
+        context = pod_spec(deployment)["securityContext"]
+        assert context["fsGroupChangePolicy"] == "OnRootMismatch", name
+        assert context["runAsNonRoot"] is True, name  # the restricted defaults stay
+
+
+def test_a_digest_pinned_colour_is_pulled_if_not_present_and_a_tag_always() -> None:
+    digest = "sha256:" + "5e" * 32
+    docs = render((), (*FIXED_SECRETS, f"colors.green.tag=0.2.0@{digest}"))
+    deployments = of_kind(docs, "Deployment")
+    green = pod_spec(deployments["diag-green"])["containers"][0]
+    blue = pod_spec(deployments["diag-blue"])["containers"][0]
+    assert green["image"] == f"ghcr.io/blueprint/blueprint:0.2.0@{digest}"
+    assert green["imagePullPolicy"] == "IfNotPresent"
+    assert blue["imagePullPolicy"] == "Always"
+    # checkov: a digest meets CKV_K8S_43; IfNotPresent is then deliberate (CKV_K8S_15).
+    skips = [s.split("=")[0] for s in deployments["diag-green"]["metadata"]["annotations"].values()]
+    assert "CKV_K8S_43" not in skips and "CKV_K8S_15" in skips
+    skips = [s.split("=")[0] for s in deployments["diag-blue"]["metadata"]["annotations"].values()]
+    assert "CKV_K8S_43" in skips and "CKV_K8S_15" not in skips

@@ -101,14 +101,20 @@ def test_the_migration_pod_runs_like_the_service_pods(docs: tuple[Doc, ...]) -> 
     deployments = of_kind(docs, "Deployment")
     for name, job in of_kind(docs, "Job").items():
         service = name.removesuffix("-migrate")
-        server = deployments[f"{service}-blue"]
-        container, served = only_container(job), only_container(server)
+        container = only_container(job)
+        # The colour whose image migrates: its settings are the ones the Job runs with.
+        [server] = [
+            deployments[f"{service}-{color}"]
+            for color in ("blue", "green")
+            if only_container(deployments[f"{service}-{color}"])["image"] == container["image"]
+        ][:1]
+        served = only_container(server)
         job_spec, server_spec = pod_spec(job), pod_spec(server)
         assert job_spec["securityContext"] == server_spec["securityContext"]
         assert container["securityContext"] == served["securityContext"]
         assert container["securityContext"]["readOnlyRootFilesystem"] is True
         assert container["resources"] == served["resources"]
-        assert container["image"].rsplit(":", 1)[0] == IMAGE
+        assert container["image"].split("@")[0].rsplit(":", 1)[0] == IMAGE
         assert job_spec.get("imagePullSecrets") == server_spec.get("imagePullSecrets")
         # The service's settings, inline (a pre-upgrade hook would read the previous
         # release's ConfigMap), and its database Secret.

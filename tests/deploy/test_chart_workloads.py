@@ -36,15 +36,16 @@ def blueprint_deployments(docs: tuple[Doc, ...]) -> list[Doc]:
 
 
 def test_every_deployment_probes_grpc_health(docs: tuple[Doc, ...]) -> None:
+    # Readiness and startup: the server as a whole (""), NOT_SERVING while draining or
+    # a hard dependency is down. Liveness: "liveness", independent of dependencies.
     deployments = blueprint_deployments(docs)
     assert deployments
     for deployment in deployments:
+        name = deployment["metadata"]["name"]
         for container in pod_spec(deployment)["containers"]:
-            for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-                assert container[probe]["grpc"] == {"port": GRPC_PORT}, (
-                    deployment["metadata"]["name"],
-                    probe,
-                )
+            for probe in ("startupProbe", "readinessProbe"):
+                assert container[probe]["grpc"] == {"port": GRPC_PORT}, (name, probe)
+            assert container["livenessProbe"]["grpc"] == {"port": GRPC_PORT, "service": "liveness"}
 
 
 def test_every_container_has_requests_and_limits(docs: tuple[Doc, ...]) -> None:
@@ -164,19 +165,40 @@ def test_default_deny_covers_every_pod(docs: tuple[Doc, ...]) -> None:
         assert selector.items() <= labels.items(), workload["metadata"]["name"]
 
 
-def test_a_setting_change_rolls_only_that_services_pods() -> None:
-    values = (CI_VALUES[0].parent / "everything-on-values.yaml",)
+def _rolled_by(values: tuple[object, ...], change: str) -> list[str]:
     before = of_kind(render(values, FIXED_SECRETS), "Deployment")
-    after = of_kind(
-        render(values, (*FIXED_SECRETS, "services.media.env.BLUEPRINT_DIAG_SLOWDOWN=2")),
-        "Deployment",
-    )
+    after = of_kind(render(values, (*FIXED_SECRETS, change)), "Deployment")
 
     def checksum(doc: Doc) -> str:
-        return doc["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+        return str(doc["spec"]["template"]["metadata"]["annotations"]["checksum/config"])
 
-    rolled = sorted(name for name in before if checksum(before[name]) != checksum(after[name]))
-    assert rolled == ["media-blue", "media-green"]
+    return sorted(name for name in before if checksum(before[name]) != checksum(after[name]))
+
+
+def test_a_setting_change_rolls_only_that_services_unpinned_pods() -> None:
+    change = "services.media.env.BLUEPRINT_DIAG_SLOWDOWN=2"
+    # Nothing pinned (a fresh install): both colours take it.
+    assert _rolled_by((), change.replace("media", "diag")) == ["diag-blue", "diag-green"]
+    # everything-on pins blue (colors.blue.settings): only the idle green takes it.
+    pinned = (CI_VALUES[0].parent / "everything-on-values.yaml",)
+    assert _rolled_by(pinned, change) == ["media-green"]
+
+
+def test_a_pinned_colour_renders_its_own_settings() -> None:
+    docs = render((CI_VALUES[0].parent / "everything-on-values.yaml",), FIXED_SECRETS)
+    deployments = of_kind(docs, "Deployment")
+    env = {
+        color: container_env(pod_spec(deployments[f"diag-{color}"])["containers"][0], docs)
+        for color in ("blue", "green")
+    }
+    assert env["blue"]["BLUEPRINT_TRACE_SAMPLING_RATIO"] == "0.5"  # its pinned copy
+    assert env["green"]["BLUEPRINT_TRACE_SAMPLING_RATIO"] == "0.1"  # the values now
+    media = {c: pod_spec(deployments[f"media-{c}"]) for c in ("blue", "green")}
+    assert (
+        container_env(media["blue"]["containers"][0], docs)["BLUEPRINT_DRAIN_GRACE_SECONDS"] == "30"
+    )
+    # A key the pinned copy lacks comes from the values: the grace period of media.
+    assert media["blue"]["terminationGracePeriodSeconds"] == 75
 
 
 def test_blueprint_pods_may_reach_what_the_mesh_needs(docs: tuple[Doc, ...]) -> None:

@@ -10,18 +10,30 @@ and for the last tests real gRPC servers behind a real `MeshClient`.
 from __future__ import annotations
 
 import asyncio
+import random
+import subprocess
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from kubernetes.client.exceptions import ApiException
 
 from blueprint.diag.service import SPEC as DIAG
 from blueprint.diag.v1 import diag_pb2, diag_pb2_grpc
 from blueprint.mesh.client import MeshClient
 from blueprint.mesh.discovery import Instance, KubernetesRegistry, open_registry
-from blueprint.mesh.discovery.kubernetes import api_client, instances_from_slices, usable
+from blueprint.mesh.discovery.kubernetes import (
+    api_client,
+    instances_from_slices,
+    jittered,
+    usable,
+    watch_timeout,
+)
 from blueprint.mesh.server import Runtime
 from blueprint.mesh.settings import Settings
 from support.fake_kube_api import FakeKubeApi, endpoint, endpoint_slice
@@ -200,6 +212,143 @@ async def test_api_errors_are_retried_with_backoff(
         assert api.fail_next == []
     finally:
         await watch.aclose()
+
+
+def test_waits_and_watch_timeouts_are_jittered_like_client_go() -> None:
+    rng = random.Random(7)
+    timeouts = [watch_timeout(300, rng) for _ in range(50)]
+    assert all(300 <= t < 600 for t in timeouts)
+    assert len(set(timeouts)) > 10  # spread, not one moment for every pod
+    delays = [jittered(0.2, rng) for _ in range(50)]
+    assert all(0.2 <= d < 0.4 for d in delays)
+    assert len(set(delays)) == 50
+
+
+async def test_pods_watching_together_ask_for_different_watch_timeouts(
+    api: FakeKubeApi, registries: Callable[..., KubernetesRegistry]
+) -> None:
+    api.apply(endpoint_slice("diag-abc", "diag", [endpoint("10.0.0.1", "diag-1")]), NS)
+    watches = [
+        registries(api.url, rng=random.Random(seed)).watch("diag") for seed in range(5)
+    ]  # five pods, as after an API server restart
+    try:
+        for watch in watches:
+            assert _ids(await _next(watch)) == ["diag-1"]
+        await _wait(lambda: len(api.watches()) >= 5, timeout=5)
+        asked = [int(r.query["timeoutSeconds"]) for r in api.watches()]
+        assert all(300 <= t < 600 for t in asked)
+        assert len(set(asked)) > 1
+    finally:
+        for watch in watches:
+            await watch.aclose()
+
+
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as reply:
+            return reply.status, reply.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+GO_BOOLEANS = [
+    ("1", True),
+    ("True", True),
+    ("t", True),
+    ("false", False),
+    ("0", False),
+    ("F", False),
+]
+
+
+@pytest.mark.parametrize(("value", "watch"), GO_BOOLEANS)
+def test_the_fake_api_reads_booleans_like_go(api: FakeKubeApi, value: str, watch: bool) -> None:
+    url = f"{api.url}/apis/discovery.k8s.io/v1/namespaces/{NS}/endpointslices"
+    code, _ = _get(f"{url}?watch={value}&timeoutSeconds=0")
+    assert code == 200
+    assert api.requests[-1].is_watch is watch
+
+
+def test_the_fake_api_refuses_what_go_cannot_parse(api: FakeKubeApi) -> None:
+    url = f"{api.url}/apis/discovery.k8s.io/v1/namespaces/{NS}/endpointslices"
+    code, body = _get(f"{url}?watch=yes")
+    assert code == 400
+    assert "ParseBool" in body
+
+
+@pytest.fixture
+def service_account(tmp_path: Path) -> Iterator[tuple[Path, Path, Path]]:
+    """A pod's mounted service account (token, ca.crt), and the API server's key pair."""
+    mounted = tmp_path / "serviceaccount"
+    mounted.mkdir()
+    cert, key = tmp_path / "apiserver.crt", tmp_path / "apiserver.key"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            "-keyout", str(key), "-out", str(cert), "-subj", "/CN=kube-apiserver",
+            "-addext", "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    (mounted / "ca.crt").write_bytes(cert.read_bytes())
+    (mounted / "token").write_text("service-account-token-1")
+    (mounted / "namespace").write_text(NS)
+    yield mounted, cert, key
+
+
+async def test_in_a_pod_the_api_is_reached_with_the_mounted_token_and_ca(
+    service_account: tuple[Path, Path, Path],
+) -> None:
+    mounted, cert, key = service_account
+    with FakeKubeApi(tls=(cert, key), token="service-account-token-1") as api:
+        api.apply(endpoint_slice("diag-abc", "diag", [endpoint("10.0.0.1", "diag-1")]), NS)
+        environ = {"KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": str(api.port)}
+        client = api_client(None, service_account_dir=mounted, environ=environ)
+        assert client.configuration.host == f"https://127.0.0.1:{api.port}"
+        registry = KubernetesRegistry(client, namespace=NS)
+        try:
+            assert _ids(await registry.instances("diag")) == ["diag-1"]
+            watch = registry.watch("diag")
+            assert _ids(await _next(watch)) == ["diag-1"]  # list + watch, over TLS
+            await watch.aclose()
+        finally:
+            await registry.close()
+
+        (mounted / "token").write_text("a-token-the-server-does-not-know")
+        stranger = KubernetesRegistry(
+            api_client(None, service_account_dir=mounted, environ=environ), namespace=NS
+        )
+        try:
+            with pytest.raises(ApiException) as refused:
+                await stranger.instances("diag")
+            assert refused.value.status == 401
+        finally:
+            await stranger.close()
+
+
+def test_a_client_without_the_mounted_ca_does_not_trust_the_api(
+    service_account: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    _, cert, key = service_account
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "token").write_text("service-account-token-1")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-keyout", str(tmp_path / "other.key"), "-out", str(other / "ca.crt"),
+         "-subj", "/CN=someone-else"],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    with FakeKubeApi(tls=(cert, key), token="service-account-token-1") as api:
+        environ = {"KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": str(api.port)}
+        client = api_client(None, service_account_dir=other, environ=environ)
+        registry = KubernetesRegistry(client, namespace=NS)
+        with pytest.raises(Exception, match="CERTIFICATE_VERIFY_FAILED"):
+            asyncio.run(registry.instances("diag"))
+        asyncio.run(registry.close())
+        assert api.requests == []  # nothing got through the handshake
 
 
 # -- the rest of the Registry contract -----------------------------------------------------

@@ -16,17 +16,25 @@ URLs, JSON and streaming the API server uses for
 
 `expire()` compacts the history and ends every open watch with that 410, the
 way an etcd compaction does; the client must re-list.
+
+Boolean query parameters (`watch`, `allowWatchBookmarks`) are read as the API
+server reads them, with Go's strconv.ParseBool: 1/t/T/TRUE/true/True and their
+false twins; anything else is a 400. With `tls=(cert, key)` it serves HTTPS, and
+with `token` it answers 401 to a request without that bearer token, as a real API
+server does for a pod's service account.
 """
 
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -42,6 +50,32 @@ GONE_STATUS: Object = {
     "reason": "Expired",
     "code": 410,
 }
+
+
+# Go's strconv.ParseBool, which the API server's query parameter decoding uses.
+_GO_TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})
+_GO_FALSE = frozenset({"0", "f", "F", "FALSE", "false", "False"})
+
+
+def parse_bool(text: str) -> bool:
+    """strconv.ParseBool: ValueError for anything else (the API server answers 400)."""
+    if text in _GO_TRUE:
+        return True
+    if text in _GO_FALSE:
+        return False
+    raise ValueError(f'strconv.ParseBool: parsing "{text}": invalid syntax')
+
+
+def _status(code: int, reason: str, message: str) -> Object:
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code,
+    }
 
 
 def endpoint(
@@ -121,7 +155,10 @@ class Request:
 
     @property
     def is_watch(self) -> bool:
-        return self.query.get("watch") in ("1", "true")
+        try:
+            return parse_bool(self.query.get("watch", "false"))
+        except ValueError:
+            return False
 
 
 @dataclass
@@ -146,8 +183,15 @@ class _Store:
 class FakeKubeApi:
     """The fake API server; use as a context manager, point clients at `url`."""
 
-    def __init__(self, *, gone_as_http: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        gone_as_http: bool = False,
+        tls: tuple[Path, Path] | None = None,
+        token: str | None = None,
+    ) -> None:
         self.gone_as_http = gone_as_http
+        self.token = token
         self.requests: list[Request] = []
         self.fail_next: list[int] = []  # HTTP statuses to answer the next requests with
         self._store = _Store()
@@ -155,6 +199,12 @@ class FakeKubeApi:
         self._closing = False
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
+        self.scheme = "http"
+        if tls is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
+            self.scheme = "https"
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )
@@ -162,7 +212,11 @@ class FakeKubeApi:
     @property
     def url(self) -> str:
         host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return f"{self.scheme}://{host!s}:{port}"
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
 
     def __enter__(self) -> FakeKubeApi:
         self._thread.start()
@@ -329,6 +383,19 @@ class FakeKubeApi:
                 if not parts.path.startswith(PREFIX) or rest != "endpointslices":
                     self._json(HTTPStatus.NOT_FOUND, {"kind": "Status", "code": 404})
                     return
+                if api.token is not None:
+                    scheme, _, given = self.headers.get("Authorization", "").partition(" ")
+                    if scheme.lower() != "bearer" or given.strip() != api.token:
+                        self._json(
+                            HTTPStatus.UNAUTHORIZED, _status(401, "Unauthorized", "Unauthorized")
+                        )
+                        return
+                try:
+                    watch = parse_bool(query.get("watch", "false"))
+                    bookmarks = parse_bool(query.get("allowWatchBookmarks", "false"))
+                except ValueError as error:
+                    self._json(HTTPStatus.BAD_REQUEST, _status(400, "BadRequest", str(error)))
+                    return
                 request = Request(namespace, query)
                 api.requests.append(request)
                 if api.fail_next:
@@ -336,7 +403,7 @@ class FakeKubeApi:
                     self._json(HTTPStatus(code), {"kind": "Status", "code": code})
                     return
                 selector = query.get("labelSelector", "")
-                if not request.is_watch:
+                if not watch:
                     self._json(HTTPStatus.OK, api._list(namespace, selector))
                     return
                 version = query.get("resourceVersion")
@@ -349,7 +416,7 @@ class FakeKubeApi:
                         namespace,
                         selector,
                         since,
-                        query.get("allowWatchBookmarks") in ("1", "true"),
+                        bookmarks,
                         float(query.get("timeoutSeconds", "1800")),
                     )
                 )

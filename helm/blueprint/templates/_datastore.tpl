@@ -102,7 +102,7 @@ spec:
       serviceAccountName: {{ include "blueprint.fullname" $root }}-datastore
       automountServiceAccountToken: false
       securityContext:
-        {{- include "blueprint.podSecurityContext" . | nindent 8 }}
+        {{- include "blueprint.podSecurityContext" $root | nindent 8 }}
       terminationGracePeriodSeconds: 30
       containers:
         - name: {{ .name }}
@@ -142,7 +142,7 @@ spec:
           resources:
             {{- toYaml $v.resources | nindent 12 }}
           securityContext:
-            {{- include "blueprint.containerSecurityContext" . | nindent 12 }}
+            {{- include "blueprint.containerSecurityContext" $root | nindent 12 }}
           volumeMounts:
             - name: data
               mountPath: {{ .dataPath }}

@@ -52,8 +52,24 @@ color: {{ . }}
 {{- if eq .Values.activeColor "blue" }}green{{ else }}blue{{ end -}}
 {{- end -}}
 
+{{/* The image of a colour: repository:TAG, or repository:TAG@sha256:DIGEST. */}}
 {{- define "blueprint.image" -}}
 {{- printf "%s:%s" .root.Values.image.repository (index .root.Values.colors .color).tag -}}
+{{- end -}}
+
+{{/*
+Pull policy for a colour's image: image.pullPolicy when set, else IfNotPresent for
+a digest (its content cannot change) and Always for a bare tag (a registry can
+move it, and Always makes every node see the same content).
+*/}}
+{{- define "blueprint.pullPolicy" -}}
+{{- if .root.Values.image.pullPolicy -}}
+{{- .root.Values.image.pullPolicy -}}
+{{- else if contains "@sha256:" (index .root.Values.colors .color).tag -}}
+IfNotPresent
+{{- else -}}
+Always
+{{- end -}}
 {{- end -}}
 
 {{/*
@@ -80,6 +96,48 @@ skips "empty" values, so `hpa: {enabled: false}` would not override `true`.
 {{- end -}}
 
 {{/*
+One workload's settings as one colour renders its pods: dict "root" "color" "kind"
+(services | workers) "name" "override" -> JSON.
+
+A colour pinned with colors.<colour>.settings ({defaults, services, workers}, a copy
+of these values as they were: `blueprint rollout` writes it) renders from that copy,
+so a settings change in the values reaches only unpinned colours: the rollout
+unpins the idle colour at `deploy`, and the change goes out through
+verify/promote like an image. A top-level key the copy lacks (a setting a newer
+chart added) comes from the current values, so a nested setting a chart adds needs a
+`default` where a template reads it; a workload the copy lacks renders from the
+current values entirely.
+*/}}
+{{- define "blueprint.colorSettings" -}}
+{{- $current := include "blueprint.settings" (dict "root" .root "override" .override) | fromJson -}}
+{{- $pinned := (index .root.Values.colors .color).settings | default dict -}}
+{{- $entries := get $pinned .kind | default dict -}}
+{{- if hasKey $entries .name -}}
+{{- $s := include "blueprint.deepMerge" (dict "base" ($pinned.defaults | default dict) "override" (get $entries .name | default dict)) | fromJson -}}
+{{- range $key, $value := $current -}}
+{{- if not (hasKey $s $key) -}}{{- $_ := set $s $key $value -}}{{- end -}}
+{{- end -}}
+{{- toJson $s -}}
+{{- else -}}
+{{- toJson $current -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Where a colour's settings of `path` come from, for error messages: dict "root" "color" "path". */}}
+{{- define "blueprint.settingsWhere" -}}
+{{- if (index .root.Values.colors .color).settings -}}
+colors.{{ .color }}.settings {{ .path }}
+{{- else -}}
+{{ .path }}
+{{- end -}}
+{{- end -}}
+
+{{/* The ConfigMap holding the live colour, mounted into workers (blueprint.liveColorMount). */}}
+{{- define "blueprint.liveColorConfigMap" -}}
+{{- include "blueprint.fullname" . }}-live-color
+{{- end -}}
+
+{{/*
 The shutdown arithmetic (values.yaml, defaults): refuse to render a grace period
 the kubelet would cut short, naming the workload and the numbers.
 */}}
@@ -101,36 +159,31 @@ checkov.io/skip{{ add1 $i }}: {{ $skip | quote }}
 {{- end }}
 {{- end -}}
 
-{{/* Skips shared by every pod running the Blueprint image. */}}
+{{/*
+Skips shared by every pod running the Blueprint image: dict "root" "color". The
+image checks (CKV_K8S_43 digest, CKV_K8S_15 pull policy Always) are skipped only
+where the colour's image does not meet them, so a digest-pinned release passes both.
+*/}}
 {{- define "blueprint.blueprintPodSkips" -}}
-- "CKV_K8S_43=Images are addressed by tag: colors.<colour>.tag is the blue-green rollout's contract, and `blueprint rollout` records the tag it verified"
-- "CKV_K8S_15=pullPolicy IfNotPresent: release tags are immutable, and Always would make every pod start depend on the registry"
+{{- $tag := (index .root.Values.colors .color).tag -}}
+{{- if not (contains "@sha256:" $tag) }}
+- "CKV_K8S_43=The image is a bare tag ({{ $tag }}): pin colors.<colour>.tag as TAG@sha256:DIGEST, which blueprint rollout deploy prefers; until then the tag is pulled with pullPolicy Always"
+{{- end }}
+{{- if ne (include "blueprint.pullPolicy" .) "Always" }}
+- "CKV_K8S_15=pullPolicy {{ include "blueprint.pullPolicy" . }} for a digest-pinned image: its content cannot change, and Always would make every pod start depend on the registry"
+{{- end }}
 - "CKV_K8S_38=The token is needed: kubernetes discovery watches EndpointSlices through the API (Role limited to get/list/watch of them)"
 - "CKV_K8S_35=BLUEPRINT_REDIS_URL/BLUEPRINT_DATABASE_URL come from Secrets as env because the typed settings are read from the environment"
 {{- end -}}
 
-{{/* Pod-level securityContext: Pod Security "restricted". */}}
+{{/* Pod-level securityContext (podSecurityContext): Pod Security "restricted" by default. Argument: the root. */}}
 {{- define "blueprint.podSecurityContext" -}}
-runAsNonRoot: true
-runAsUser: 10001
-runAsGroup: 10001
-fsGroup: 10001
-seccompProfile:
-  type: RuntimeDefault
+{{- toYaml .Values.podSecurityContext -}}
 {{- end -}}
 
-{{/* Container-level securityContext: "restricted" plus a read-only root filesystem. */}}
+{{/* Container-level securityContext (containerSecurityContext): "restricted" plus a read-only root filesystem by default. Argument: the root. */}}
 {{- define "blueprint.containerSecurityContext" -}}
-runAsNonRoot: true
-runAsUser: 10001
-runAsGroup: 10001
-allowPrivilegeEscalation: false
-readOnlyRootFilesystem: true
-privileged: false
-capabilities:
-  drop: ["ALL"]
-seccompProfile:
-  type: RuntimeDefault
+{{- toYaml .Values.containerSecurityContext -}}
 {{- end -}}
 
 {{/* URL Secrets every Blueprint container reads: env entries. */}}

@@ -6,12 +6,15 @@ Common argument: dict
   root      the chart root ($)
   name      workload name: the service (diag) or <worker>-worker
   component server | worker
-  settings  merged settings (blueprint.settings)
+  settings  merged settings (blueprint.settings; for a Deployment, the colour's:
+            blueprint.colorSettings)
 */}}
 
 {{/*
-Deployment <name>-<color>. Replicas:
-  - idle colour: `idleReplicas` (previewReplicas; 0 for workers);
+Deployment <name>-<color>. Its pods render from the colour's settings (`settings`),
+its replica count from the release's (`shared`: replicas, hpa). Replicas:
+  - idle colour: `idleReplicas` (previewReplicas; for workers their replicas while
+    previewReplicas > 0, paused until live, else 0);
   - active colour without HPA: `replicas`;
   - active colour with HPA: the count the cluster runs now, raised to
     hpa.minReplicas (capped at maxReplicas). Re-applying the live count never
@@ -23,7 +26,7 @@ Deployment <name>-<color>. Replicas:
 */}}
 {{- define "blueprint.deployment" -}}
 {{- $root := .root -}}
-{{- $s := .settings -}}
+{{- $s := .shared -}}
 {{- $active := eq .color $root.Values.activeColor -}}
 apiVersion: apps/v1
 kind: Deployment
@@ -146,8 +149,43 @@ spec:
 {{- end -}}
 
 {{/*
+The budget of one workload: dict "settings" "override" "minimum" (the fewest pods it
+runs: hpa.minReplicas, or replicas) -> `minAvailable: N` or `maxUnavailable: N`, or
+nothing when that budget would refuse every eviction at `minimum` pods (a node drain
+would wait for ever): minAvailable 1 of 1, maxUnavailable 0. Percentages round up,
+as the disruption controller rounds them. When the merge leaves both keys set, the
+workload's own choice wins; set in defaults alone, one must be null.
+*/}}
+{{- define "blueprint.pdbBudget" -}}
+{{- $pdb := .settings.pdb | default dict -}}
+{{- $own := get (.override | default dict) "pdb" | default dict -}}
+{{- $useMin := and (hasKey $pdb "minAvailable") (not (kindIs "invalid" (index $pdb "minAvailable"))) -}}
+{{- $useMax := and (hasKey $pdb "maxUnavailable") (not (kindIs "invalid" (index $pdb "maxUnavailable"))) -}}
+{{- $n := int .minimum -}}
+{{- if and $useMin $useMax -}}
+{{- if hasKey $own "minAvailable" -}}{{- $useMax = false -}}
+{{- else if hasKey $own "maxUnavailable" -}}{{- $useMin = false -}}
+{{- else -}}
+{{- fail (printf "%s: pdb sets both minAvailable (%v) and maxUnavailable (%v): set one of them to null" .where $pdb.minAvailable $pdb.maxUnavailable) -}}
+{{- end -}}
+{{- end -}}
+{{- if $useMax -}}
+{{- $max := $pdb.maxUnavailable -}}
+{{- $unavailable := int $max -}}
+{{- if kindIs "string" $max -}}{{- $unavailable = div (add (mul (trimSuffix "%" $max | atoi) $n) 99) 100 -}}{{- end -}}
+{{- if gt $unavailable 0 }}maxUnavailable: {{ $max }}{{ end -}}
+{{- else if $useMin -}}
+{{- $min := $pdb.minAvailable -}}
+{{- $available := int $min -}}
+{{- if kindIs "string" $min -}}{{- $available = div (add (mul (trimSuffix "%" $min | atoi) $n) 99) 100 -}}{{- end -}}
+{{- if lt $available $n }}minAvailable: {{ $min }}{{ end -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
 PodDisruptionBudget <name>: guards the live colour's pods, the ones serving; the
 idle colour's are previews (or none), and a budget on them would only block drains.
+Extra argument: budget (blueprint.pdbBudget, not empty).
 */}}
 {{- define "blueprint.pdb" -}}
 {{- $root := .root -}}
@@ -159,7 +197,7 @@ metadata:
   labels:
     {{- include "blueprint.labels" (dict "root" $root "name" .name "component" .component) | nindent 4 }}
 spec:
-  {{- toYaml .settings.pdb | nindent 2 }}
+  {{- .budget | nindent 2 }}
   # Pods that never got ready may be evicted: they protect nothing.
   unhealthyPodEvictionPolicy: AlwaysAllow
   selector:

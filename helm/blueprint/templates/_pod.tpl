@@ -7,10 +7,10 @@ Arguments: dict
   root      the chart root ($)
   name      workload name (diag, notify-worker, ...): label app.kubernetes.io/name
   component server | worker | cronjob | migration
-  color     blue | green (the image tag)
-  settings  the merged settings (blueprint.settings)
+  color     blue | green (the image, and for servers and workers the pod's colour)
+  settings  the merged settings as this colour renders them (blueprint.colorSettings)
   args      container args
-  config    the workload's ConfigMap name (not for migration)
+  config    the workload's ConfigMap name, one per colour (not for migration)
 
 A migration pod runs as a helm hook, before this release's ConfigMaps exist or
 while they still hold the previous release's settings: its settings are inline
@@ -21,6 +21,15 @@ neither colour, only runs one's image.
 
 {{/* Where a service's shared blob volume (services.<name>.blobs) is mounted. */}}
 {{- define "blueprint.blobMountPath" -}}/var/lib/blueprint/blobs{{- end -}}
+
+{{/*
+Where a worker finds the live colour (blueprint.liveColorConfigMap, key activeColor).
+A whole-directory ConfigMap volume, not a subPath: the kubelet swaps its content in
+place when activeColor changes (within its sync period, about a minute), so a worker
+learns it went live or idle without a restart. The idle colour's workers run with the
+preview, paused; they consume only while the file names their colour.
+*/}}
+{{- define "blueprint.liveColorMountPath" -}}/etc/blueprint/live{{- end -}}
 
 {{/* BLUEPRINT_* settings of one workload: the ConfigMap's data. */}}
 {{- define "blueprint.configData" -}}
@@ -40,6 +49,10 @@ neither colour, only runs one's image.
 {{- if $s.balancers -}}
 {{- $_ := set $data "BLUEPRINT_BALANCERS" (toJson $s.balancers) -}}
 {{- end -}}
+{{- if eq .component "worker" -}}
+{{- $_ := set $data "BLUEPRINT_WORKER_COLOR" .color -}}
+{{- $_ := set $data "BLUEPRINT_WORKER_LIVE_COLOR_FILE" (printf "%s/activeColor" (include "blueprint.liveColorMountPath" .)) -}}
+{{- end -}}
 {{- range $key, $value := $s.env -}}
 {{- $_ := set $data $key (toString $value) -}}
 {{- end -}}
@@ -53,7 +66,7 @@ metadata:
   name: {{ .config }}
   namespace: {{ .root.Release.Namespace }}
   labels:
-    {{- include "blueprint.labels" (dict "root" .root "name" .name "component" .component) | nindent 4 }}
+    {{- include "blueprint.labels" (dict "root" .root "name" .name "color" .color "component" .component) | nindent 4 }}
 data:
   {{- include "blueprint.configData" . | nindent 2 }}
 {{- end -}}
@@ -64,6 +77,7 @@ data:
 {{- $migration := eq .component "migration" -}}
 {{- $longRunning := not (has .component (list "cronjob" "migration")) -}}
 {{- $blobs := and (eq .component "server") $s.blobs -}}
+{{- $worker := eq .component "worker" -}}
 metadata:
   labels:
     {{- include "blueprint.labels" (dict "root" $root "name" .name "color" (ternary "" .color $migration) "component" .component) | nindent 4 }}
@@ -99,7 +113,7 @@ spec:
     {{- toYaml . | nindent 4 }}
   {{- end }}
   securityContext:
-    {{- include "blueprint.podSecurityContext" . | nindent 4 }}
+    {{- include "blueprint.podSecurityContext" $root | nindent 4 }}
   {{- if $longRunning }}
   terminationGracePeriodSeconds: {{ $s.terminationGracePeriodSeconds | int }}
   {{- else }}
@@ -133,7 +147,7 @@ spec:
   containers:
     - name: {{ .name }}
       image: {{ include "blueprint.image" . }}
-      imagePullPolicy: {{ $root.Values.image.pullPolicy }}
+      imagePullPolicy: {{ include "blueprint.pullPolicy" . }}
       args:
         {{- toYaml .args | nindent 8 }}
       {{- if $longRunning }}
@@ -177,7 +191,10 @@ spec:
           value: {{ include "blueprint.blobMountPath" . }}
         {{- end }}
       {{- if $longRunning }}
-      # Native gRPC probes ask grpc.health.v1 on the serving port.
+      # Native gRPC probes ask grpc.health.v1 on the serving port: startup and readiness
+      # the server as a whole (""), which is NOT_SERVING while it drains or a hard
+      # dependency is down; liveness the name "liveness", SERVING until shutdown
+      # whatever the dependencies do, since a restart brings no database back.
       startupProbe:
         grpc:
           port: {{ $root.Values.ports.grpc }}
@@ -193,6 +210,7 @@ spec:
       livenessProbe:
         grpc:
           port: {{ $root.Values.ports.grpc }}
+          service: liveness
         periodSeconds: {{ $s.probes.liveness.periodSeconds | int }}
         failureThreshold: {{ $s.probes.liveness.failureThreshold | int }}
         timeoutSeconds: {{ $s.probes.liveness.timeoutSeconds | int }}
@@ -205,7 +223,7 @@ spec:
       resources:
         {{- toYaml $s.resources | nindent 8 }}
       securityContext:
-        {{- include "blueprint.containerSecurityContext" . | nindent 8 }}
+        {{- include "blueprint.containerSecurityContext" $root | nindent 8 }}
       volumeMounts:
         - name: tmp
           mountPath: /tmp
@@ -213,11 +231,21 @@ spec:
         - name: blobs
           mountPath: {{ include "blueprint.blobMountPath" . }}
         {{- end }}
+        {{- if $worker }}
+        - name: live-color
+          mountPath: {{ include "blueprint.liveColorMountPath" . }}
+          readOnly: true
+        {{- end }}
   volumes:
     # Scratch space: the root filesystem is read-only.
     - name: tmp
       emptyDir:
         sizeLimit: 256Mi
+    {{- if $worker }}
+    - name: live-color
+      configMap:
+        name: {{ include "blueprint.liveColorConfigMap" $root }}
+    {{- end }}
     {{- if $blobs }}
     {{- if $s.blobs.enabled }}
     # Shared by every pod of the service, both colours (blobs.yaml).

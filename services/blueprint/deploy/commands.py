@@ -8,21 +8,30 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
 
-from blueprint.deploy import plan
+import yaml
+
+from blueprint.deploy import checks, plan
+from blueprint.deploy.analysis import Analysis
 from blueprint.deploy.plan import RolloutRefused, Verification
 from blueprint.deploy.runner import CommandFailed, Runner, Tools
-from blueprint.deploy.state import COLORS, ReleaseError, ReleaseState
+from blueprint.deploy.state import COLORS, Color, ReleaseError, ReleaseState
 
 EXIT_FAILED = 1
 
 
-def run(args: argparse.Namespace) -> int:
+class RolledBack(Exception):
+    """The promoted colour failed its analysis and the rollout undid the promotion."""
+
+
+def run(args: argparse.Namespace, *, runner: Runner | None = None) -> int:
     def out(line: str) -> None:
         print(line, flush=True)
 
-    runner = Runner(
+    runner = runner or Runner(
         Tools(
             helm=args.helm,
             kubectl=args.kubectl,
@@ -36,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     action = ACTIONS["rollback" if args.action == "abort" else args.action]
     try:
         return action(runner, args)
-    except (RolloutRefused, ReleaseError, CommandFailed) as error:
+    except (RolloutRefused, ReleaseError, CommandFailed, RolledBack) as error:
         print(f"blueprint rollout {args.action}: {error}", file=sys.stderr)
         return EXIT_FAILED
 
@@ -46,26 +55,64 @@ def _status(runner: Runner, args: argparse.Namespace) -> int:
     return 0
 
 
+def _values_files(paths: list[str]) -> dict[str, Mapping[str, Any]]:
+    found: dict[str, Mapping[str, Any]] = {}
+    for path in paths:
+        try:
+            content = yaml.safe_load(Path(path).read_text())
+        except (OSError, yaml.YAMLError) as error:
+            raise RolloutRefused(f"cannot read values file {path}: {error}") from error
+        if not isinstance(content, dict):
+            raise RolloutRefused(f"values file {path} is not a YAML mapping")
+        found[path] = content
+    return found
+
+
 def _deploy(runner: Runner, args: argparse.Namespace) -> int:
     state = runner.read_state()
-    runner.apply(state, plan.deploy(state, args.tag))
-    runner.say(f"{state.idle} runs {args.tag}; next: blueprint rollout verify")
+    steps = plan.deploy(state, args.image, values_files=_values_files(args.values))
+    advice = plan.digest_advice(args.image)
+    if advice:
+        runner.say(f"note: {advice}")
+    runner.apply(state, steps)
+    runner.say(f"{state.idle} runs {args.image}; next: blueprint rollout verify")
     return 0
 
 
 def _verify(runner: Runner, args: argparse.Namespace) -> int:
-    verification = runner.verify(runner.read_state())
+    verification = checks.verify_preview(runner, runner.read_state())
     runner.say(describe_verification(verification))
     return 0 if verification.passed else EXIT_FAILED
 
 
 def _promote(runner: Runner, args: argparse.Namespace) -> int:
     state = runner.read_state()
-    verification = runner.verify(state)
+    plan.check_acting(state)
+    verification = checks.verify_preview(runner, state)
     runner.say(describe_verification(verification))
-    runner.apply(state, plan.promote(state, verification))
-    runner.say(f"{state.idle} is live; next: blueprint rollout scale-down (or rollback)")
-    return 0
+    steps = plan.promote(
+        state,
+        verification,
+        chart=runner.chart_version(),
+        allow_chart_change=args.allow_chart_change,
+    )
+    runner.apply(state, steps)
+    new, old = state.idle, state.active
+    runner.say(f"{new} is live")
+    if args.no_analysis or not state.analysis.enabled:
+        runner.say("next: blueprint rollout scale-down (or rollback)")
+        return 0
+    analysis = checks.analyse(runner, state, new)
+    runner.say(describe_analysis(analysis))
+    if analysis.passed:
+        runner.say("next: blueprint rollout scale-down (or rollback)")
+        return 0
+    promoted = runner.read_state()
+    runner.apply(promoted, plan.rollback(promoted, settle_seconds=args.settle))
+    raise RolledBack(
+        f"{new} failed its post-promotion analysis ({'; '.join(analysis.failures())}); "
+        f"rolled back: {old} is live"
+    )
 
 
 def _scale_down(runner: Runner, args: argparse.Namespace) -> int:
@@ -97,28 +144,50 @@ ACTIONS: dict[str, Callable[[Runner, argparse.Namespace], int]] = {
 
 
 def describe(state: ReleaseState, release: str) -> str:
+    def colour(color: Color) -> str:
+        pinned = ", settings pinned" if color in state.pinned else ""
+        return f"{color} ({state.tags[color] or 'chart default'}{pinned})"
+
     lines = [
-        f"release {release}: live {state.active} ({state.tags[state.active] or 'chart default'}),"
-        f" idle {state.idle} ({state.tags[state.idle] or 'chart default'}),"
+        f"release {release}: live {colour(state.active)}, idle {colour(state.idle)},"
         f" previewReplicas {state.preview_replicas}",
-        f"rollout: {state.record.describe() if state.record else 'none recorded'}",
-        "",
-        f"{'SERVICE':<16}" + "".join(f"{color.upper():<24}" for color in COLORS),
+        f"rollout: {_record(state)}",
     ]
-    for service in state.services:
+    if state.halted:
+        lines.append(f"steps refuse: {state.halted}")
+    lines += ["", f"{'WORKLOAD':<24}" + "".join(f"{color.upper():<24}" for color in COLORS)]
+    for workload in [*state.services, *state.worker_workloads]:
         cells = []
         for color in COLORS:
-            found = state.deployment(service, color)
+            found = state.deployment(workload, color)
             cell = "absent" if found is None else f"{found.ready}/{found.desired} ready"
             cells.append(cell + (" (live)" if color == state.active else ""))
-        lines.append(f"{service:<16}" + "".join(f"{cell:<24}" for cell in cells))
+        lines.append(f"{workload:<24}" + "".join(f"{cell:<24}" for cell in cells))
     return "\n".join(lines)
+
+
+def _record(state: ReleaseState) -> str:
+    record = state.record
+    if record is None:
+        return "none recorded"
+    return record.describe() + (f" (chart {record.chart})" if record.chart else "")
 
 
 def describe_verification(verification: Verification) -> str:
     lines = [f"verify {verification.color} ({verification.tag or 'chart default'}):"]
     for check in verification.checks:
-        verdict = "ok" if not check.problems else "; ".join(check.problems)
+        if check.problems:
+            verdict = "; ".join(check.problems)
+        else:
+            verdict = f"ok ({check.note})" if check.note else "ok"
         lines.append(f"  {check.service}: {verdict}")
     lines.append("passed" if verification.passed else "FAILED")
+    return "\n".join(lines)
+
+
+def describe_analysis(analysis: Analysis) -> str:
+    lines = [f"analysis of {analysis.color} over {analysis.window_seconds:g}s:"]
+    lines += [f"  {verdict.describe()}" for verdict in analysis.verdicts]
+    lines += [f"  {failure}" for failure in analysis.failures()]
+    lines.append("passed" if analysis.passed else "FAILED")
     return "\n".join(lines)

@@ -1,13 +1,17 @@
 """`blueprint rollout`: blue-green cut-over of a Blueprint Helm release.
 
     blueprint rollout status
-    blueprint rollout deploy 1.4.0     # the idle colour runs 1.4.0 at full size
-    blueprint rollout verify           # preview Services: health and a smoke call
-    blueprint rollout promote          # verify again, then switch activeColor
+    blueprint rollout deploy 1.4.0@sha256:...  # the idle colour runs it at full size
+    blueprint rollout deploy 1.4.0 -f new-settings.yaml   # and with these settings
+    blueprint rollout verify           # every preview pod: health, services, a smoke call
+    blueprint rollout promote          # verify again, switch activeColor, watch, undo on failure
     blueprint rollout scale-down       # after --after seconds, the old colour goes to 0
     blueprint rollout rollback         # (or abort) back to the old colour
 
-Exit status: 0 done, 1 refused or failed (nothing further changed), 2 bad usage.
+Every step reads the release's deployed revision and refuses while a newer one
+failed or is pending. Only `deploy` runs the chart's hooks (migrations).
+Exit status: 0 done, 1 refused or failed (promote: also when its analysis failed
+and it rolled back), 2 bad usage.
 """
 
 from __future__ import annotations
@@ -36,16 +40,36 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="kubectl binary (BLUEPRINT_KUBECTL, else kubectl on PATH)",
     )  # fmt: skip
     rollout.add_argument(
-        "--timeout", type=_positive_int, default=300, metavar="SECONDS",
-        help="for each Deployment to roll out (300)",
+        "--timeout", type=_positive_int, default=600, metavar="SECONDS",
+        help="for each helm upgrade (hooks included) and each Deployment to roll out (600)",
     )  # fmt: skip
     actions = rollout.add_subparsers(dest="action", required=True, metavar="ACTION")
 
     actions.add_parser("status", help="colours, tags, replicas and the rollout's phase")
-    deploy = actions.add_parser("deploy", help="run TAG on the idle colour, full size")
-    deploy.add_argument("tag", help="image tag, e.g. 1.4.0")
-    actions.add_parser("verify", help="check the preview: ready, health, smoke call")
-    actions.add_parser("promote", help="verify, then make the idle colour live")
+    deploy = actions.add_parser(
+        "deploy", help="run IMAGE on the idle colour, full size, workers paused; migrate"
+    )
+    deploy.add_argument("image", help="TAG@sha256:DIGEST (preferred) or TAG, e.g. 1.4.0")
+    deploy.add_argument(
+        "-f", "--values", action="append", default=[], metavar="FILE",
+        help="values to deploy with (settings): the idle colour takes them, the live one not",
+    )  # fmt: skip
+    actions.add_parser("verify", help="check every preview pod: health, services, smoke call")
+    promote = actions.add_parser(
+        "promote", help="verify, make the idle colour live, watch it, roll back if it fails"
+    )
+    promote.add_argument(
+        "--no-analysis", action="store_true",
+        help="skip the post-promotion analysis (rollout.analysis in the values)",
+    )  # fmt: skip
+    promote.add_argument(
+        "--allow-chart-change", action="store_true",
+        help="promote with a chart other than the one the preview was deployed with",
+    )  # fmt: skip
+    promote.add_argument(
+        "--settle", type=float, default=10.0, metavar="SECONDS",
+        help="if the analysis fails: between switching back and scaling down (10)",
+    )  # fmt: skip
     scale_down = actions.add_parser("scale-down", help="after a delay, scale the old colour to 0")
     scale_down.add_argument(
         "--after", type=float, default=60.0, metavar="SECONDS",

@@ -3,9 +3,11 @@
 Every change is `helm upgrade RELEASE CHART --reset-then-reuse-values` with
 only the step's values on top: the release keeps whatever its operator set,
 and a newer chart's new defaults (a service added, say) still arrive, which
-plain `--reuse-values` would drop.
-Reading the release is `helm get values --all` (chart defaults included),
-`helm history` (the rollout's record) and `kubectl get deployment`.
+plain `--reuse-values` would drop. Each upgrade is bounded by `--timeout` and,
+but for `deploy`, runs with `--no-hooks`.
+Reading the release is `helm history` (which revision is deployed), `helm get
+values --all --revision N` of that revision, and `kubectl get deployment`;
+reaching pods is `kubectl get endpointslices|pods` and `kubectl port-forward`.
 """
 
 from __future__ import annotations
@@ -17,43 +19,56 @@ import re
 import subprocess
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import yaml
+
 from blueprint.deploy import verify
-from blueprint.deploy.plan import ServiceCheck, Step, Verification, readiness
+from blueprint.deploy.plan import Step, Value
 from blueprint.deploy.state import (
     COLORS,
     Color,
+    History,
+    ReleaseError,
     ReleaseState,
     deployment_name,
-    preview_service,
 )
+from blueprint.mesh.discovery.base import Instance
+from blueprint.mesh.discovery.kubernetes import SERVICE_NAME_LABEL, instances_from_slices
 
-HISTORY_DEPTH = 50  # revisions searched for the latest rollout record
+HISTORY_DEPTH = 50  # revisions searched for the deployed one and the rollout record
 FORWARDING = re.compile(r"Forwarding from 127\.0\.0\.1:(\d+)")
 
 
-def helm_overrides(values: Mapping[str, str | int]) -> list[str]:
-    """`--set`/`--set-string` flags for `values`."""
+def helm_overrides(values: Mapping[str, Value]) -> list[str]:
+    """`--set`/`--set-string`/`--set-json` flags for `values`."""
     flags: list[str] = []
     for key, value in values.items():
-        # Strings stay strings: a tag like 20240101 must not become a number.
-        flags += ["--set" if isinstance(value, int) else "--set-string", f"{key}={value}"]
+        if value is None:
+            flags += ["--set", f"{key}=null"]  # helm drops a key set to null
+        elif isinstance(value, Mapping):
+            flags += ["--set-json", f"{key}={json.dumps(value, sort_keys=True)}"]
+        elif isinstance(value, int):
+            flags += ["--set", f"{key}={value}"]
+        else:
+            # Strings stay strings: a tag like 20240101 must not become a number.
+            flags += ["--set-string", f"{key}={value}"]
     return flags
 
 
 @dataclass(frozen=True)
 class Tools:
-    """Which binaries, release and chart; `wait_seconds` bounds each rollout wait."""
+    """Which binaries, release and chart; `wait_seconds` bounds helm and each rollout wait."""
 
     helm: str = "helm"
     kubectl: str = "kubectl"
     release: str = "blueprint"
     chart: str = "helm/blueprint"
     namespace: str | None = None
-    wait_seconds: int = 300
+    wait_seconds: int = 600  # the chart's advice for the migration Job: 10 minutes
     forward_seconds: float = 30.0  # for `kubectl port-forward` to start listening
 
 
@@ -61,6 +76,26 @@ class CommandFailed(RuntimeError):
     def __init__(self, argv: Sequence[str], detail: str) -> None:
         super().__init__(f"{' '.join(argv)}: {detail}")
         self.argv = list(argv)
+
+
+@dataclass(frozen=True)
+class PodStatus:
+    name: str
+    ready: bool
+    restarts: int
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> PodStatus:
+        status = obj.get("status") or {}
+        conditions = {c.get("type"): c.get("status") for c in status.get("conditions") or ()}
+        deleting = bool((obj.get("metadata") or {}).get("deletionTimestamp"))
+        running = status.get("phase") == "Running" and conditions.get("Ready") == "True"
+        containers = status.get("containerStatuses") or ()
+        return cls(
+            name=obj["metadata"]["name"],
+            ready=running and not deleting,
+            restarts=sum(int(c.get("restartCount", 0)) for c in containers),
+        )
 
 
 class Runner:
@@ -75,27 +110,43 @@ class Runner:
         self.tools = tools
         self.say = say  # progress for the operator, one line each
         self.sleep = sleep
-        self._probe = probe
+        self.probe = probe
 
-    # -- reading --------------------------------------------------------------------------
+    # -- reading the release --------------------------------------------------------------
 
     def read_state(self) -> ReleaseState:
         release = self.tools.release
-        values = self._json(self._helm("get", "values", release, "--all", "-o", "json"))
         history = self._json(
             self._helm("history", release, "--max", str(HISTORY_DEPTH), "-o", "json")
         )
-        services = ReleaseState.read(values).services
-        names = [deployment_name(service, color) for service in services for color in COLORS]
+        history = history if isinstance(history, list) else []
+        deployed = History.read(history).deployed
+        if deployed is None:
+            raise ReleaseError(f"no deployed revision of {release} in its last {HISTORY_DEPTH}")
+        values = self._json(
+            self._helm(
+                "get", "values", release, "--all", "--revision", str(deployed.number), "-o", "json"
+            )
+        )
+        declared = ReleaseState.read(values)
+        workloads = [*declared.services, *declared.worker_workloads]
+        names = [deployment_name(workload, color) for workload in workloads for color in COLORS]
         found = None
         if names:
             found = self._json(
                 self._kubectl("get", "deployment", *names, "--ignore-not-found", "-o", "json")
             )
         items = found.get("items", []) if isinstance(found, dict) else []
-        return ReleaseState.read(values, items, history if isinstance(history, list) else [])
+        return ReleaseState.read(
+            values, items, history, release=release, namespace=self.tools.namespace
+        )
 
-    # -- changing -------------------------------------------------------------------------
+    def chart_version(self) -> str:
+        """`name-version` of the chart this runner upgrades with, as helm's history shows it."""
+        meta = yaml.safe_load(self._helm("show", "chart", self.tools.chart)) or {}
+        return f"{meta.get('name', '')}-{meta.get('version', '')}"
+
+    # -- changing it ----------------------------------------------------------------------
 
     def apply(self, state: ReleaseState, steps: Sequence[Step]) -> None:
         for step in steps:
@@ -105,51 +156,56 @@ class Runner:
                 self.tools.release,
                 self.tools.chart,
                 "--reset-then-reuse-values",
+                *(arg for path in step.files for arg in ("-f", path)),
                 *helm_overrides(step.values),
                 "--description",
                 step.record.describe(),
+                "--timeout",
+                f"{self.tools.wait_seconds}s",
+                *(() if step.hooks else ("--no-hooks",)),
             )
             if step.wait_for is not None:
-                self.wait_rolled_out(state.services, step.wait_for)
+                self.wait_rolled_out([*state.services, *state.worker_workloads], step.wait_for)
             if step.settle_seconds > 0:
                 self.say(f"   waiting {step.settle_seconds:g}s for clients to follow")
                 self.sleep(step.settle_seconds)
 
-    def wait_rolled_out(self, services: Sequence[str], color: Color) -> None:
-        for service in services:
+    def wait_rolled_out(self, workloads: Sequence[str], color: Color) -> None:
+        for workload in workloads:
             self._kubectl(
                 "rollout",
                 "status",
-                f"deployment/{deployment_name(service, color)}",
+                f"deployment/{deployment_name(workload, color)}",
                 f"--timeout={self.tools.wait_seconds}s",
             )
 
-    # -- verifying ------------------------------------------------------------------------
+    # -- reaching pods --------------------------------------------------------------------
 
-    def verify(self, state: ReleaseState) -> Verification:
-        """Readiness from the Deployments, then health and a smoke call through each preview."""
-        color = state.idle
-        checks = []
-        for service, problems in readiness(state, color).items():
-            deployment = state.deployment(service, color)
-            if deployment is None or deployment.ready == 0:
-                problems.append("not probed: no ready pod")
-            else:
-                try:
-                    with self.port_forward(preview_service(service)) as address:
-                        problems += self._probe(address, service)
-                except CommandFailed as error:
-                    problems.append(f"port-forward failed: {error}")
-            checks.append(ServiceCheck(service, tuple(problems)))
-        return Verification(color, state.tags[color], tuple(checks))
+    def endpoints(self, service: str, port_name: str = "grpc") -> list[Instance]:
+        """The ready, non-terminating endpoints of Service `service`, one per pod."""
+        found = self._json(
+            self._kubectl(
+                "get", "endpointslices", "-l", f"{SERVICE_NAME_LABEL}={service}", "-o", "json"
+            )
+        )
+        items = found.get("items", []) if isinstance(found, dict) else []
+        return instances_from_slices(service, items, port_name)
+
+    def pods(self, workload: str, color: Color) -> list[PodStatus]:
+        selector = (
+            f"app.kubernetes.io/instance={self.tools.release},"
+            f"app.kubernetes.io/name={workload},color={color}"
+        )
+        found = self._json(self._kubectl("get", "pods", "-l", selector, "-o", "json"))
+        items = found.get("items", []) if isinstance(found, dict) else []
+        return sorted(map(PodStatus.from_json, items), key=lambda pod: pod.name)
 
     @contextlib.contextmanager
-    def port_forward(self, service: str) -> Iterator[str]:
-        """A local address forwarded to a pod behind Service `service`'s gRPC port."""
+    def port_forward(self, pod: str, port: int) -> Iterator[str]:
+        """A local address forwarded to `port` of `pod`."""
         argv = self._argv(
-            self.tools.kubectl, "port-forward", f"service/{service}", ":grpc",
-            "--address", "127.0.0.1",
-        )  # fmt: skip
+            self.tools.kubectl, "port-forward", f"pod/{pod}", f":{port}", "--address", "127.0.0.1"
+        )
         process = self._spawn(argv)
         lines: queue.Queue[str | None] = queue.Queue()
         threading.Thread(target=_pump, args=(process, lines), daemon=True).start()
@@ -162,6 +218,16 @@ class Runner:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+    def scrape(self, address: str, timeout: float = 10.0) -> str:
+        """The `/metrics` page at `address` (a port-forward: no proxy may capture it)."""
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        try:
+            with opener.open(f"http://{address}/metrics", timeout=timeout) as reply:
+                text: str = reply.read().decode()
+        except OSError as error:
+            raise CommandFailed([f"GET http://{address}/metrics"], str(error)) from error
+        return text
 
     def _forwarded_port(
         self, argv: list[str], process: subprocess.Popen[str], lines: queue.Queue[str | None]

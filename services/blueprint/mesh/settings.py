@@ -168,6 +168,16 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(
         default=4, ge=1, le=256, description="messages one worker process handles at once"
     )
+    worker_color: Literal["blue", "green"] | None = Field(
+        default=None, description="this worker's blue-green colour; unset: always consumes"
+    )
+    worker_live_color_file: Path | None = Field(
+        default=None,
+        description="holds the live colour; a worker consumes only while it names worker_color",
+    )
+    worker_live_poll_seconds: float = Field(
+        default=2.0, gt=0, le=300, description="how often the live-colour file is read"
+    )
     queue_visibility_timeout_seconds: float = Field(
         default=30.0, ge=0.05, le=3600, description="idle this long: taken over by another"
     )
@@ -269,6 +279,14 @@ class Settings(BaseSettings):
     def _heartbeat_fits_lease(self) -> Settings:
         if self.resync_seconds > self.lease_ttl_seconds:
             raise ValueError("resync_seconds must not exceed lease_ttl_seconds")
+        return self
+
+    @model_validator(mode="after")
+    def _worker_colour_comes_with_its_file(self) -> Settings:
+        if (self.worker_color is None) != (self.worker_live_color_file is None):
+            raise ValueError(
+                "worker_color and worker_live_color_file are set together or not at all"
+            )
         return self
 
     def balancer_for(self, service: str) -> BalancerName:

@@ -74,23 +74,45 @@ def colour_deployments(color: Color, replicas: dict[str, int], tag: str) -> list
     return [deployment(f"{svc}-{color}", n, tag=tag) for svc, n in replicas.items()]
 
 
-def history(*records: RolloutRecord | str) -> list[dict[str, Any]]:
-    """`helm history -o json`: revision 1 is the install, then one per record."""
+CHART = "blueprint-0.3.0"  # what `helm history` shows for revisions made with the chart here
+
+
+def history(
+    *records: RolloutRecord | str, failed: int = 0, pending: int = 0, chart: str = CHART
+) -> list[dict[str, Any]]:
+    """`helm history -o json`: revision 1 is the install, then one per record.
+
+    The newest revision is deployed and the others superseded, unless the last
+    `failed` ones failed (or the last `pending` are `pending-upgrade`): then the
+    newest revision before them is the deployed one, as helm leaves it.
+    """
     descriptions = [
         "Install complete",
         *(r if isinstance(r, str) else r.describe() for r in records),
     ]
+    unfinished = failed + pending
+    deployed = len(descriptions) - unfinished
+
+    def status(n: int) -> str:
+        if n > deployed:
+            return "failed" if failed else "pending-upgrade"
+        return "deployed" if n == deployed else "superseded"
+
     return [
         {
             "revision": n,
             "updated": "2026-01-01T00:00:00Z",
-            "status": "deployed" if n == len(descriptions) else "superseded",
-            "chart": "blueprint-0.1.0",
+            "status": status(n),
+            "chart": chart,
             "app_version": OLD_TAG,
             "description": description,
         }
         for n, description in enumerate(descriptions, start=1)
     ]
+
+
+def deployed_revision(revisions: list[dict[str, Any]]) -> int:
+    return max(int(r["revision"]) for r in revisions if r["status"] == "deployed")
 
 
 _SCRIPT = """#!{python}
@@ -100,7 +122,9 @@ with open(os.environ["FAKE_TOOLS_LOG"], "a") as log:
     log.write(json.dumps([name, *sys.argv[1:]]) + "\\n")
 with open(os.environ["FAKE_TOOLS_RULES"]) as rules:
     for rule in json.load(rules):
-        if rule["tool"] == name and all(token in sys.argv[1:] for token in rule["match"]):
+        # A token matches an argument, or one part of a comma-separated label selector.
+        parts = {{part for arg in sys.argv[1:] for part in (arg, *arg.split(","))}}
+        if rule["tool"] == name and all(token in parts for token in rule["match"]):
             sys.stdout.write(rule.get("stdout", ""))
             sys.stdout.flush()
             sys.stderr.write(rule.get("stderr", ""))
@@ -138,10 +162,14 @@ class FakeTools:
             "FAKE_TOOLS_RULES": str(self.rules_path),
         }
 
-    def answer(self, tool: str, match: list[str], stdout: Any = "", **options: Any) -> None:
-        """The first matching rule answers: add specific rules before general ones."""
+    def answer(
+        self, tool: str, match: list[str], stdout: Any = "", *, first: bool = False, **options: Any
+    ) -> None:
+        """The first matching rule answers: add specific rules before general ones
+        (or with `first`, ahead of every rule so far)."""
         text = stdout if isinstance(stdout, str) else json.dumps(stdout)
-        self.rules.append({"tool": tool, "match": match, "stdout": text, **options})
+        rule = {"tool": tool, "match": match, "stdout": text, **options}
+        self.rules.insert(0 if first else len(self.rules), rule)
         self.save()
 
     def release(
@@ -149,10 +177,19 @@ class FakeTools:
         values: dict[str, Any],
         deployments: list[dict[str, Any]],
         revisions: list[dict[str, Any]] | None = None,
+        *,
+        latest_values: dict[str, Any] | None = None,
     ) -> None:
-        self.answer("helm", ["get", "values"], values)
-        self.answer("helm", ["history"], revisions if revisions is not None else history())
+        """`values` are the deployed revision's; `latest_values` a newer, failed one's."""
+        revisions = revisions if revisions is not None else history()
+        deployed = str(deployed_revision(revisions))
+        self.answer("helm", ["get", "values", "--revision", deployed], values)
+        self.answer("helm", ["get", "values"], latest_values or values)
+        self.answer("helm", ["history"], revisions)
         self.answer("kubectl", ["get", "deployment"], {"kind": "List", "items": deployments})
+        self.answer(
+            "helm", ["show", "chart"], f"name: blueprint\nversion: {CHART.split('-')[-1]}\n"
+        )
 
     def save(self) -> None:
         self.rules_path.write_text(json.dumps(self.rules))

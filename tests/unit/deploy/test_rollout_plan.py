@@ -55,10 +55,44 @@ def passed(color: Color = "green", tag: str = NEW_TAG) -> Verification:
 
 
 def test_deploy_puts_the_tag_on_the_idle_colour_at_the_live_size() -> None:
-    [step] = plan.deploy(before_deploy(), NEW_TAG)
-    assert step.values == {"colors.green.tag": NEW_TAG, "previewReplicas": 3}
+    state = before_deploy()
+    [step] = plan.deploy(state, NEW_TAG)
+    assert step.values == {
+        "colors.green.tag": NEW_TAG,
+        "previewReplicas": 3,
+        "colors.blue.settings": state.settings,  # the live colour keeps what it runs
+    }
     assert step.wait_for == "green"
     assert step.record == DEPLOYED
+    assert step.hooks  # the migration Job runs here, and only here
+
+
+def test_deploy_accepts_a_digest_and_advises_one_for_a_bare_tag() -> None:
+    ref = f"{NEW_TAG}@sha256:{'0f' * 32}"
+    [step] = plan.deploy(before_deploy(), ref)
+    assert step.values["colors.green.tag"] == ref
+    assert plan.digest_advice(ref) is None
+    assert "pullPolicy Always" in (plan.digest_advice(NEW_TAG) or "")
+
+
+def test_deploy_unpins_the_idle_colour_and_leaves_a_pinned_live_one() -> None:
+    values = release_values()
+    for color in ("blue", "green"):
+        values["colors"][color]["settings"] = {"defaults": {"env": {"X": color}}}
+    state = _state(values, colour_deployments("blue", LIVE, OLD_TAG))
+    [step] = plan.deploy(state, NEW_TAG, values_files={"s.yaml": {"defaults": {"env": {}}}})
+    assert step.values == {"colors.green.tag": NEW_TAG, "previewReplicas": 3,
+                           "colors.green.settings": None}  # fmt: skip
+    assert step.files == ("s.yaml",)
+
+
+def test_a_values_file_may_not_move_what_the_rollout_owns() -> None:
+    with pytest.raises(RolloutRefused, match=r"s\.yaml sets activeColor, colors"):
+        plan.deploy(
+            before_deploy(),
+            NEW_TAG,
+            values_files={"s.yaml": {"colors": {}, "activeColor": "green"}},
+        )
 
 
 def test_the_preview_matches_what_an_autoscaler_made_of_the_live_colour() -> None:
@@ -70,9 +104,11 @@ def test_the_preview_matches_what_an_autoscaler_made_of_the_live_colour() -> Non
     assert step.values["previewReplicas"] == 7
 
 
-@pytest.mark.parametrize("tag", ["", "1.0 0", "../x", "a:b", "-x", "x" * 129])
+@pytest.mark.parametrize(
+    "tag", ["", "1.0 0", "../x", "a:b", "-x", "x" * 129, "1.0@sha256:abc", "@sha256:" + "0" * 64]
+)
 def test_deploy_refuses_what_is_not_an_image_tag(tag: str) -> None:
-    with pytest.raises(RolloutRefused, match="not an image tag"):
+    with pytest.raises(RolloutRefused, match="not an image reference"):
         plan.deploy(before_deploy(), tag)
 
 
@@ -84,11 +120,14 @@ def test_deploy_refuses_while_a_promoted_rollout_keeps_the_old_colour_warm() -> 
 # -- promote -------------------------------------------------------------------------------
 
 
-def test_promote_changes_only_the_active_colour() -> None:
-    [step] = plan.promote(previewed(), passed())
-    assert step.values == {"activeColor": "green"}
+def test_promote_changes_the_active_colour_and_pins_the_new_colours_settings() -> None:
+    state = previewed()
+    [step] = plan.promote(state, passed())
+    # Pinning renders the same pods: green runs exactly these values already.
+    assert step.values == {"activeColor": "green", "colors.green.settings": state.settings}
     assert step.wait_for is None
     assert step.record == PROMOTED
+    assert not step.hooks
 
 
 def test_a_failed_verification_means_no_promotion() -> None:
@@ -112,7 +151,7 @@ def test_no_promotion_without_any_check() -> None:
         ({"diag": {"ready": 2}}, "diag-green not rolled out (2/3 ready"),
         ({"gateway": {"total": 4}}, "gateway-green not rolled out"),  # an old pod still there
         ({"diag": {"stale": True}}, "diag-green not rolled out"),  # new spec not yet seen
-        ({"diag": {"tag": "0.9.0"}}, f"not tag {NEW_TAG}"),
+        ({"diag": {"tag": "0.9.0"}}, f"not {NEW_TAG}"),
     ],
 )
 def test_no_promotion_unless_the_preview_is_fully_ready(

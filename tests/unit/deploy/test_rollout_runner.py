@@ -1,9 +1,9 @@
 """`blueprint rollout` end to end against fake helm/kubectl: the exact commands it issues.
 
 No cluster exists here. `helm` and `kubectl` are scripts on PATH that record
-their argv and print canned JSON; `kubectl port-forward` reports a local port
-where a real in-process diag server (standing in for a preview pod) answers,
-so `verify` makes real health, reflection and Echo calls.
+their argv and print canned JSON; `kubectl port-forward pod/...` reports a local
+port where a real in-process diag server (standing in for a preview pod)
+answers, so `verify` makes real health, reflection and smoke calls.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from blueprint.diag.service import SPEC as DIAG
 from blueprint.mesh.discovery import MemoryRegistry
 from blueprint.mesh.server import Runtime
 from blueprint.mesh.settings import Settings
+from support.fake_kube_api import endpoint, endpoint_slice
 
 NS = "shop"
 LIVE = {"diag": 2}
@@ -70,10 +71,11 @@ def rollout(*argv: str) -> int:
     return code
 
 
-def previewed(tools: FakeTools) -> None:
+def previewed(tools: FakeTools, live: dict[str, int] = LIVE) -> None:
+    services = {name: {"enabled": True, "replicas": n} for name, n in live.items()}
     tools.release(
-        release_values(tags={"blue": OLD_TAG, "green": NEW_TAG}, preview=2, services=SERVICES),
-        colour_deployments("blue", LIVE, OLD_TAG) + colour_deployments("green", LIVE, NEW_TAG),
+        release_values(tags={"blue": OLD_TAG, "green": NEW_TAG}, preview=2, services=services),
+        colour_deployments("blue", live, OLD_TAG) + colour_deployments("green", live, NEW_TAG),
         history(DEPLOYED),
     )
 
@@ -89,12 +91,20 @@ def promoted(tools: FakeTools) -> None:
 
 
 def forward_to(tools: FakeTools, port: int) -> None:
+    """diag-preview has one ready endpoint, pod diag-green-1, whose port leads to `port`."""
+    slice_ = endpoint_slice(
+        "diag-preview-abc", "diag-preview", [endpoint("10.0.0.7", "diag-green-1")]
+    )
+    tools.answer("kubectl", ["get", "endpointslices"], {"kind": "List", "items": [slice_]})
     tools.answer(
         "kubectl",
         ["port-forward"],
         f"Forwarding from 127.0.0.1:{port} -> 50051\nForwarding from [::1]:{port} -> 50051\n",
         hang=True,
     )
+
+
+LIVE_ONE = {"diag": 1}  # one pod per colour, so one stand-in server answers for the preview
 
 
 def test_the_release_is_read_with_helm_and_kubectl(
@@ -111,9 +121,11 @@ def test_the_release_is_read_with_helm_and_kubectl(
     )
     assert out[1] == "rollout: none recorded"
     assert out[4].split() == ["diag", "2/2", "ready", "(live)", "absent"]
+    assert "settings pinned" not in out[0]  # a fresh install: nothing pinned yet
     assert tools.calls() == [
-        ["helm", "get", "values", "blueprint", "--all", "-o", "json", "--namespace", NS],
         ["helm", "history", "blueprint", "--max", "50", "-o", "json", "--namespace", NS],
+        ["helm", "get", "values", "blueprint", "--all", "--revision", "1", "-o", "json",
+         "--namespace", NS],
         [
             "kubectl", "get", "deployment",
             "diag-blue", "diag-green", "gateway-blue", "gateway-green",
@@ -130,12 +142,15 @@ def test_deploy_sets_the_idle_tag_and_full_preview_size_then_waits_for_it(
         colour_deployments("blue", {"diag": 4}, OLD_TAG),  # an autoscaler made it 4
     )
     assert rollout("--chart", "./chart", "--timeout", "90", "deploy", NEW_TAG) == 0
+    [pin] = [arg for arg in tools.upgrades()[0] if arg.startswith("colors.blue.settings=")]
     assert tools.calls()[3:] == [
         [
             "helm", "upgrade", "blueprint", "./chart", "--reset-then-reuse-values",
             "--set-string", f"colors.green.tag={NEW_TAG}",
             "--set", "previewReplicas=4",
+            "--set-json", pin,
             "--description", f"blueprint rollout: phase=deploy old=blue new=green tag={NEW_TAG}",
+            "--timeout", "90s",
             "--namespace", NS,
         ],
         [
@@ -148,26 +163,30 @@ def test_deploy_sets_the_idle_tag_and_full_preview_size_then_waits_for_it(
 async def test_promote_verifies_the_preview_then_flips_only_the_active_colour(
     tools: FakeTools, preview_pod: Runtime, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    previewed(tools)
+    previewed(tools, LIVE_ONE)
     forward_to(tools, preview_pod.port)
-    assert await asyncio.to_thread(rollout, "promote") == 0
+    assert await asyncio.to_thread(rollout, "promote", "--no-analysis") == 0
     forwards = [call for call in tools.calls() if call[1] == "port-forward"]
     assert forwards == [
         [
-            "kubectl", "port-forward", "service/diag-preview", ":grpc",
+            "kubectl", "port-forward", "pod/diag-green-1", ":50051",
             "--address", "127.0.0.1", "--namespace", NS,
         ]
     ]  # fmt: skip
     [upgrade] = tools.upgrades()
-    assert set_flags(upgrade) == [("--set-string", "activeColor=green")]
+    flags = set_flags(upgrade)
+    assert flags[0] == ("--set-string", "activeColor=green")
+    assert [flag for flag, value in flags[1:]] == ["--set-json"]  # green pinned as verified
+    assert flags[1][1].startswith("colors.green.settings=")
     assert "--reset-then-reuse-values" in upgrade
-    assert "diag: ok" in capsys.readouterr().out
+    assert "--no-hooks" in upgrade
+    assert "diag: ok (1 pod)" in capsys.readouterr().out
 
 
 async def test_a_preview_that_is_not_serving_fails_verify_and_is_not_promoted(
     tools: FakeTools, preview_pod: Runtime, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    previewed(tools)
+    previewed(tools, LIVE_ONE)
     forward_to(tools, preview_pod.port)
     await preview_pod.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
     assert await asyncio.to_thread(rollout, "verify") == 1
@@ -180,9 +199,14 @@ async def test_a_preview_that_is_not_serving_fails_verify_and_is_not_promoted(
 def test_a_preview_that_cannot_be_reached_is_not_promoted(
     tools: FakeTools, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    previewed(tools)
+    previewed(tools, LIVE_ONE)
+    forward_to(tools, 1)
     tools.answer(
-        "kubectl", ["port-forward"], stderr="error: unable to forward port: pods not found", exit=1
+        "kubectl",
+        ["port-forward"],
+        stderr="error: unable to forward port: pods not found",
+        exit=1,
+        first=True,
     )
     assert rollout("promote") == 1
     assert "port-forward failed" in capsys.readouterr().err
@@ -244,9 +268,9 @@ def test_scale_down_refuses_at_once_when_nothing_was_promoted(
 def test_a_failing_helm_is_reported_in_one_line(
     tools: FakeTools, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    tools.answer("helm", ["get", "values"], stderr="Error: release: not found", exit=1)
+    tools.answer("helm", ["history"], stderr="Error: release: not found", exit=1)
     assert rollout("status") == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1
-    assert err[0].startswith("blueprint rollout status: helm get values blueprint")
+    assert err[0].startswith("blueprint rollout status: helm history blueprint")
     assert "release: not found" in err[0]

@@ -1,7 +1,8 @@
 """The worker process behind `blueprint work NAME`: one process consuming one queue.
 
 It runs `--concurrency` consumers (each handles one message at a time) plus the loop
-that moves due retries back, serves Prometheus `/metrics` and the standard gRPC health
+that moves due retries back (with a blue-green colour, only while that colour is
+live: `gate.py`), serves Prometheus `/metrics` and the standard gRPC health
 service on BLUEPRINT_PORT (so Kubernetes probes a worker as it probes a server), and
 logs JSON lines. On
 SIGTERM (or SIGINT) it stops reading, lets in-flight handlers finish within
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import re
@@ -28,6 +30,7 @@ from prometheus_client import start_http_server
 from redis.exceptions import RedisError
 
 from blueprint.infra.queue.consumer import Consumer
+from blueprint.infra.queue.gate import LiveColorGate
 from blueprint.infra.queue.metrics import QueueMetrics
 from blueprint.infra.queue.queue import WorkQueue
 from blueprint.infra.queue.registry import HandlerSpec, WorkerContext
@@ -86,7 +89,13 @@ async def work(
                 for n in range(1, concurrency + 1)
             ]
             await health.set("", health_pb2.HealthCheckResponse.SERVING)
-            return await _run(consumers, queue, spec, settings, stop, metrics_server.server_port)
+            run = functools.partial(
+                _run, consumers, queue, spec, settings, metrics_port=metrics_server.server_port
+            )
+            gate = LiveColorGate.from_settings(settings)
+            # Blue-green: a worker of the idle colour is up and healthy, but consumes
+            # only while its colour is live (gate.py).
+            return await (run(stop) if gate is None else gate.run_while_live(run, stop))
     finally:
         await health.enter_graceful_shutdown()
         await health_server.stop(None)

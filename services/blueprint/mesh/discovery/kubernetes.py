@@ -12,6 +12,12 @@ anyway, and `Watch.stop()` (which shuts the socket) ends it promptly on close.
 Watches resume from the last resourceVersion (bookmarks keep it fresh), re-list
 at once on 410 Gone, back off on other errors, and re-list every
 `relist_seconds` as a safety net against a missed event.
+
+Like client-go's reflectors, each watch asks the server to end it after a random
+time between `watch_timeout_seconds` and twice that, and each back-off is
+stretched by a random share of up to 100 %: after an API server restart every
+pod's watch breaks at once, and without the jitter they would all come back at
+once, and again at the same moment every timeout after that.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import random
 import threading
 import time
 from collections import defaultdict
@@ -30,6 +38,7 @@ from kubernetes import config
 from kubernetes.client import ApiClient, Configuration, DiscoveryV1Api
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
+from kubernetes.config.incluster_config import InClusterConfigLoader
 from kubernetes.watch import Watch
 
 from blueprint.mesh.discovery.base import Instance, Registry
@@ -42,7 +51,10 @@ SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 # Service labels onto the slices, so one slice list answers `services()`
 # with nothing but the EndpointSlice RBAC the chart already grants.
 PART_OF_SELECTOR = "app.kubernetes.io/part-of=blueprint"
-NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+# What the kubelet mounts into a pod with automountServiceAccountToken: the token
+# (rotated in place; the client re-reads it every minute), the CA and the namespace.
+SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+NAMESPACE_FILE = SERVICE_ACCOUNT_DIR / "namespace"
 
 HTTP_GONE = 410
 REQUEST_TIMEOUT = (5.0, 30.0)  # connect, read: a list must not hang a caller
@@ -52,6 +64,20 @@ MAX_BACKOFF_SECONDS = 10.0
 # A watch that ends this fast having delivered nothing is treated as a failure,
 # so an API server that closes streams at once is not hammered in a loop.
 MIN_QUIET_WATCH_SECONDS = 1.0
+# client-go's jitter factor: a wait of d becomes a random one in [d, d * (1 + JITTER)).
+JITTER = 1.0
+
+
+def jittered(seconds: float, rng: random.Random) -> float:
+    """`seconds`, stretched by a random share of up to JITTER (client-go's wait.Jitter)."""
+    return seconds * (1.0 + JITTER * rng.random())
+
+
+def watch_timeout(minimum_seconds: int, rng: random.Random) -> int:
+    """A watch's server-side timeout: between the minimum and twice it, as client-go's
+    reflector picks (5 to 10 minutes there), so watches opened together end apart."""
+    return int(jittered(minimum_seconds, rng))
+
 
 Slice = Mapping[str, Any]  # an EndpointSlice as the API's JSON
 
@@ -123,14 +149,28 @@ def pod_namespace() -> str:
         return "default"
 
 
-def api_client(api_url: str | None) -> ApiClient:
-    """`api_url` without auth (tests, `kubectl proxy`), else in-cluster, else kubeconfig."""
+def api_client(
+    api_url: str | None,
+    *,
+    service_account_dir: Path = SERVICE_ACCOUNT_DIR,
+    environ: Mapping[str, str] = os.environ,
+) -> ApiClient:
+    """`api_url` without auth (tests, `kubectl proxy`), else in-cluster, else kubeconfig.
+
+    In a pod: the API server at KUBERNETES_SERVICE_HOST/PORT over TLS checked against
+    the mounted CA, with the mounted token, re-read as the kubelet rotates it.
+    """
     configuration = Configuration()
     if api_url:
         configuration.host = api_url.rstrip("/")
         return ApiClient(configuration)
+    loader = InClusterConfigLoader(  # type: ignore[no-untyped-call]
+        token_filename=str(service_account_dir / "token"),
+        cert_filename=str(service_account_dir / "ca.crt"),
+        environ=environ,
+    )
     try:
-        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        loader.load_and_set(configuration)  # type: ignore[no-untyped-call]
     except ConfigException:
         try:  # a developer's machine: `blueprint status` against their current context
             config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
@@ -168,6 +208,7 @@ class _SliceFollower:
         *,
         watch_timeout_seconds: int,
         relist_seconds: float,
+        rng: random.Random,
     ) -> None:
         self._api = api
         self._namespace = namespace
@@ -177,6 +218,7 @@ class _SliceFollower:
         self._publish = publish
         self._watch_timeout = watch_timeout_seconds
         self._relist_seconds = relist_seconds
+        self._rng = rng
         self._slices: dict[str, Slice] = {}
         self._version: str | None = None  # None: the next step is a list
         self._listed_at = 0.0
@@ -223,7 +265,7 @@ class _SliceFollower:
                 if self._stopping.is_set():
                     break
                 log.warning("following %s slices failed: %r", self._service, exc)
-            self._stopping.wait(backoff)
+            self._stopping.wait(jittered(backoff, self._rng))
             backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
 
     def _relist_due(self) -> bool:
@@ -239,14 +281,15 @@ class _SliceFollower:
     def _watch_once(self) -> int:
         """Follow one watch stream until it ends; the number of events it carried."""
         events = 0
+        timeout = watch_timeout(self._watch_timeout, self._rng)
         stream = self._watch.stream(  # type: ignore[no-untyped-call]
             self._api.list_namespaced_endpoint_slice,
             self._namespace,
             label_selector=self._selector,
             resource_version=self._version,
             allow_watch_bookmarks=True,
-            timeout_seconds=self._watch_timeout,
-            _request_timeout=(REQUEST_TIMEOUT[0], self._watch_timeout + READ_SLACK_SECONDS),
+            timeout_seconds=timeout,
+            _request_timeout=(REQUEST_TIMEOUT[0], timeout + READ_SLACK_SECONDS),
         )
         # An ERROR event arrives as ApiException (status 410 when expired),
         # because a watch with timeout_seconds never retries by itself.
@@ -293,10 +336,12 @@ class KubernetesRegistry(Registry):
         watch_timeout_seconds: int = 300,
         relist_seconds: float = 600.0,
         stop_seconds: float = 2.0,
+        rng: random.Random | None = None,
     ) -> None:
-        """Defaults: the API server ends each watch after `watch_timeout_seconds`
-        (client-go's reflectors use 5-10 minutes), and a full list every
-        `relist_seconds` bounds how long a missed event could go unnoticed.
+        """Defaults: the API server ends each watch after a random 300-600 s
+        (`watch_timeout_seconds` to twice that, client-go's reflectors' 5-10 minutes),
+        and a full list every `relist_seconds` bounds how long a missed event could go
+        unnoticed. `rng` draws the jitter (seed it in tests).
         """
         if watch_timeout_seconds < 1 or relist_seconds <= 0:
             raise ValueError("watch_timeout_seconds must be >= 1 and relist_seconds > 0")
@@ -307,6 +352,7 @@ class KubernetesRegistry(Registry):
         self._watch_timeout = watch_timeout_seconds
         self._relist_seconds = relist_seconds
         self._stop_seconds = stop_seconds
+        self._rng = rng or random.Random()
         self._followers: set[_SliceFollower] = set()
 
     @classmethod
@@ -373,6 +419,7 @@ class KubernetesRegistry(Registry):
             publish,
             watch_timeout_seconds=self._watch_timeout,
             relist_seconds=self._relist_seconds,
+            rng=random.Random(self._rng.random()),  # one per thread: Random is not shared
         )
         self._followers.add(follower)
         follower.start()
