@@ -16,6 +16,7 @@ also costs one layer per call instead of three.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -55,10 +56,16 @@ _CODES_BY_VALUE = {code.value[0]: code for code in grpc.StatusCode}
 _Decoded = Callable[[Any], Any]
 
 
-def _final_code(context: Context, raised: BaseException | None) -> grpc.StatusCode:
+def _code_set(context: Context) -> grpc.StatusCode | None:
+    """The status the handler set on the context, if any (grpc.aio may give an int)."""
     code = context.code()
     if isinstance(code, int):
-        code = _CODES_BY_VALUE.get(code, grpc.StatusCode.UNKNOWN)
+        return _CODES_BY_VALUE.get(code, grpc.StatusCode.UNKNOWN)
+    return code
+
+
+def _final_code(context: Context, raised: BaseException | None) -> grpc.StatusCode:
+    code = _code_set(context)
     if code is not None and code is not grpc.StatusCode.OK:
         return code
     if raised is None:
@@ -129,6 +136,11 @@ class _CallScope:
 async def _map_error(context: Context, error: Exception) -> None:
     if isinstance(error, DomainError):
         await context.abort_with_status(error.to_status())  # type: ignore[attr-defined]
+    chosen = _code_set(context)
+    if chosen is not None and chosen is not grpc.StatusCode.OK:
+        # The handler chose its status before raising: generated base classes answer a
+        # method nobody implemented (grpc's async health servicer lacks List) this way.
+        await context.abort(chosen, context.details() or "")
     log.exception("unhandled error in handler", exc_info=error)
     await context.abort(grpc.StatusCode.INTERNAL, "internal error")
 
@@ -164,12 +176,18 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                self._stream_response(method, handler.unary_stream, refuse_undecodable), **options
+                self._streaming(method, handler.unary_stream, refuse_undecodable), **options
             )
         return grpc.stream_stream_rpc_method_handler(
-            self._stream_response(method, handler.stream_stream, refuse_undecodable_stream),
-            **options,
+            self._streaming(method, handler.stream_stream, refuse_undecodable_stream), **options
         )
+
+    def _streaming(self, method: str, behaviour: Any, decoded: _Decoded) -> Any:
+        # A streaming handler either yields its replies or is a coroutine that sends them
+        # with context.write() (grpc's async health Watch); each is wrapped as what it is.
+        if inspect.isasyncgenfunction(behaviour):
+            return self._stream_response(method, behaviour, decoded)
+        return self._unary_response(method, behaviour, decoded)
 
     def _unary_response(self, method: str, behaviour: Any, decoded: _Decoded) -> Any:
         async def handle(request: Any, context: Context) -> Any:
