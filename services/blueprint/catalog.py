@@ -1,19 +1,32 @@
 """Every service Blueprint runs, by discovery name.
 
-Specs are imported lazily so `blueprint call diag ...` does not load every
-service's code.
+Each entry names two modules: the one holding the service's `SPEC` (its code, loaded
+by `blueprint serve`) and its generated protobuf module (its API, all `blueprint
+call` needs), so a call does not load the service's code and its dependencies.
 """
 
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from blueprint.mesh.server import ServiceSpec
+if TYPE_CHECKING:
+    from google.protobuf.descriptor import ServiceDescriptor
 
-# name -> module holding a `SPEC`; `blueprint up` runs them in this order.
-SERVICES: dict[str, str] = {
-    "diag": "blueprint.diag.service",
-    "shortener": "blueprint.shortener.service",
+    from blueprint.mesh.server import ServiceSpec
+
+
+@dataclass(frozen=True)
+class Entry:
+    spec_module: str  # holds `SPEC`, a ServiceSpec
+    proto_module: str  # the generated *_pb2 module of the gRPC services it serves
+
+
+# `blueprint up` runs them in this order.
+SERVICES: dict[str, Entry] = {
+    "diag": Entry("blueprint.diag.service", "blueprint.diag.v1.diag_pb2"),
+    "shortener": Entry("blueprint.shortener.service", "blueprint.shortener.v1.shortener_pb2"),
 }
 
 
@@ -22,9 +35,19 @@ class UnknownService(LookupError):
         super().__init__(f"unknown service {name!r}; services: {', '.join(SERVICES)}")
 
 
-def spec(name: str) -> ServiceSpec:
-    module = SERVICES.get(name)
-    if module is None:
+def _entry(name: str) -> Entry:
+    entry = SERVICES.get(name)
+    if entry is None:
         raise UnknownService(name)
-    loaded: ServiceSpec = importlib.import_module(module).SPEC
+    return entry
+
+
+def spec(name: str) -> ServiceSpec:
+    loaded: ServiceSpec = importlib.import_module(_entry(name).spec_module).SPEC
     return loaded
+
+
+def api(name: str) -> list[ServiceDescriptor]:
+    """The gRPC services `name` serves, from its generated module alone."""
+    module = importlib.import_module(_entry(name).proto_module)
+    return list(module.DESCRIPTOR.services_by_name.values())

@@ -66,7 +66,10 @@ def _table(replicas: list[Replica], redis_url: str, embedded: bool) -> str:
     rows = [("SERVICE", "REPLICA", "ADDRESS", "HEALTH", "METRICS")]
     rows += [(r.name, r.instance_id, r.address, r.health, r.metrics_url) for r in replicas]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
     where = "embedded redis-server" if embedded else "BLUEPRINT_REDIS_URL"
     lines += [
         "",
