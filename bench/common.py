@@ -21,9 +21,8 @@ from typing import TypeVar
 
 import grpc
 import grpc.aio
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from blueprint.local.processes import free_port
+from blueprint.local.processes import StartFailed, ready_env, wait_ready
 
 # Overridable so the smoke test leaves the working tree alone.
 RESULTS_DIR = Path(
@@ -37,25 +36,25 @@ ReplyT = TypeVar("ReplyT")
 # --- diag server processes -------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass
 class DiagServer:
     instance_id: str
-    port: int
     process: subprocess.Popen[bytes]
     log_path: Path
+    ready_file: Path
+    port: int = 0  # known once it has reported ready
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
 
-def _server_env(instance_id: str, port: int, extra: Mapping[str, str]) -> dict[str, str]:
+def _server_env(instance_id: str, ready_file: Path, extra: Mapping[str, str]) -> dict[str, str]:
     # The caller's BLUEPRINT_* settings would make runs differ between shells.
     env = {k: v for k, v in os.environ.items() if not k.startswith("BLUEPRINT_")}
+    env.update(ready_env(ready_file))
     env.update(
         BLUEPRINT_DISCOVERY="static",  # clients are handed the address; nothing to announce
-        BLUEPRINT_PORT=str(port),
-        BLUEPRINT_METRICS_PORT=str(free_port()),
         BLUEPRINT_INSTANCE_ID=instance_id,
         # No other clients need telling, so stopping need not wait for them.
         BLUEPRINT_PROPAGATION_SECONDS="0",
@@ -69,34 +68,28 @@ def _server_env(instance_id: str, port: int, extra: Mapping[str, str]) -> dict[s
 
 
 def _spawn(instance_id: str, extra: Mapping[str, str]) -> DiagServer:
-    port = free_port()
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     log_path = LOG_DIR / f"{instance_id}.log"
+    ready_file = LOG_DIR / f"{instance_id}.ready.json"
+    ready_file.unlink(missing_ok=True)
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "blueprint.cli", "serve", "diag"],
-            env=_server_env(instance_id, port, extra),
+            env=_server_env(instance_id, ready_file, extra),
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-    return DiagServer(instance_id, port, process, log_path)
+    return DiagServer(instance_id, process, log_path, ready_file)
 
 
 def _wait_serving(server: DiagServer, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(server.address) as channel:
-        health = health_pb2_grpc.HealthStub(channel)
-        while server.process.poll() is None and time.monotonic() < deadline:
-            try:
-                reply = health.Check(health_pb2.HealthCheckRequest(), timeout=0.5)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                pass
-            time.sleep(0.05)
-    tail = server.log_path.read_text(errors="replace")[-2000:]
-    raise RuntimeError(f"{server.instance_id} did not become SERVING:\n{tail}")
+    """Until it reports its port (written once its health says SERVING)."""
+    try:
+        server.port = wait_ready(server.process, server.ready_file, server.log_path, timeout).port
+    except StartFailed as failed:
+        tail = server.log_path.read_text(errors="replace")[-2000:]
+        raise RuntimeError(f"{server.instance_id} did not start ({failed}):\n{tail}") from None
 
 
 def _stop(servers: Sequence[DiagServer], grace_seconds: float = 10.0) -> None:

@@ -1,7 +1,9 @@
 """Every service Blueprint runs, by discovery name.
 
-Specs are imported lazily so `blueprint call diag ...` does not load every
-service's code.
+Each entry names two modules: the one holding the service's `SPEC` (its code, loaded
+by `blueprint serve`) and its generated protobuf module (its API, all `blueprint
+call` needs), so a call does not load the service's code and its dependencies. It
+also names the read-only call `blueprint rollout verify` makes to every pod.
 """
 
 from __future__ import annotations
@@ -9,15 +11,12 @@ from __future__ import annotations
 import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from blueprint.mesh.server import ServiceSpec
+if TYPE_CHECKING:
+    from google.protobuf.descriptor import ServiceDescriptor
 
-# name -> module holding a `SPEC`; `blueprint up` runs them in this order.
-SERVICES: dict[str, str] = {
-    "diag": "blueprint.diag.service",
-    "shortener": "blueprint.shortener.service",
-}
+    from blueprint.mesh.server import ServiceSpec
 
 
 @dataclass(frozen=True)
@@ -29,16 +28,32 @@ class SmokeCall:
     answers: tuple[str, ...] = ("OK",)  # the status codes a healthy pod gives it
 
 
-# Every service declares one: cheap, no side effect, and through the service's own
-# code path (a store read where it has a store).
-SMOKE_CALLS: dict[str, SmokeCall] = {
-    "diag": SmokeCall("/blueprint.diag.v1.Diagnostics/Echo", {"payload": "blueprint rollout"}),
-    # A link lookup: cache, then database. No one is expected to hold the code, but
-    # an alias of that name would answer OK, which is as healthy.
-    "shortener": SmokeCall(
-        "/blueprint.shortener.v1.Shortener/GetLink",
-        {"code": "rollout-verify"},
-        answers=("NOT_FOUND", "OK"),
+@dataclass(frozen=True)
+class Entry:
+    spec_module: str  # holds `SPEC`, a ServiceSpec
+    proto_module: str  # the generated *_pb2 module of the gRPC services it serves
+    # Cheap, no side effect, and through the service's own code path (a store read
+    # where it has a store).
+    smoke: SmokeCall
+
+
+# `blueprint up` runs them in this order.
+SERVICES: dict[str, Entry] = {
+    "diag": Entry(
+        "blueprint.diag.service",
+        "blueprint.diag.v1.diag_pb2",
+        SmokeCall("/blueprint.diag.v1.Diagnostics/Echo", {"payload": "blueprint rollout"}),
+    ),
+    "shortener": Entry(
+        "blueprint.shortener.service",
+        "blueprint.shortener.v1.shortener_pb2",
+        # A link lookup: cache, then database. No one is expected to hold the code, but
+        # an alias of that name would answer OK, which is as healthy.
+        SmokeCall(
+            "/blueprint.shortener.v1.Shortener/GetLink",
+            {"code": "rollout-verify"},
+            answers=("NOT_FOUND", "OK"),
+        ),
     ),
 }
 
@@ -48,16 +63,23 @@ class UnknownService(LookupError):
         super().__init__(f"unknown service {name!r}; services: {', '.join(SERVICES)}")
 
 
-def spec(name: str) -> ServiceSpec:
-    module = SERVICES.get(name)
-    if module is None:
+def _entry(name: str) -> Entry:
+    entry = SERVICES.get(name)
+    if entry is None:
         raise UnknownService(name)
-    loaded: ServiceSpec = importlib.import_module(module).SPEC
+    return entry
+
+
+def spec(name: str) -> ServiceSpec:
+    loaded: ServiceSpec = importlib.import_module(_entry(name).spec_module).SPEC
     return loaded
 
 
+def api(name: str) -> list[ServiceDescriptor]:
+    """The gRPC services `name` serves, from its generated module alone."""
+    module = importlib.import_module(_entry(name).proto_module)
+    return list(module.DESCRIPTOR.services_by_name.values())
+
+
 def smoke_call(name: str) -> SmokeCall:
-    try:
-        return SMOKE_CALLS[name]
-    except KeyError:
-        raise UnknownService(name) from None
+    return _entry(name).smoke

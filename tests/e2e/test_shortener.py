@@ -18,7 +18,7 @@ import grpc
 import grpc.aio
 import pytest
 
-from blueprint.local.processes import free_port
+from blueprint.local.processes import ready_env, wait_ready
 from blueprint.mesh.client import MeshClient
 from blueprint.mesh.discovery import RedisRegistry
 from blueprint.mesh.settings import Settings
@@ -54,17 +54,14 @@ def servers(env: dict[str, str], log_dir: Path) -> Iterator[list[ServerProcess]]
 @pytest.fixture
 def worker(env: dict[str, str], log_dir: Path) -> Iterator[subprocess.Popen[bytes]]:
     log_path = log_dir / "shortener-clicks.log"
-    worker_env = dict(env, BLUEPRINT_PORT=str(free_port()), BLUEPRINT_METRICS_PORT=str(free_port()))
+    ready_file = log_dir / "shortener-clicks.ready.json"
+    worker_env = {**env, **ready_env(ready_file)}
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             [*BLUEPRINT, "work", "shortener-clicks"], env=worker_env, stdout=log, stderr=log
         )
     try:
-        deadline = time.monotonic() + 20
-        while '"message": "working"' not in log_path.read_text(errors="replace"):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"worker did not start:\n{log_path.read_text()}")
-            time.sleep(0.05)
+        wait_ready(process, ready_file, log_path, timeout=20)
         yield process
     finally:
         process.terminate()

@@ -15,7 +15,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from blueprint.local.processes import free_port
+from blueprint.local.processes import StartFailed, ready_env, wait_ready
 
 
 @dataclass
@@ -68,14 +68,11 @@ def wait_serving(address: str, timeout: float = 15.0) -> None:
 def start_server(
     service: str, instance_id: str, env: Mapping[str, str], log_dir: Path
 ) -> ServerProcess:
-    port, metrics_port = free_port(), free_port()
+    """`blueprint serve SERVICE`, once it has bound its own ports and reported them."""
     log_path = log_dir / f"{instance_id}.log"
-    child_env = dict(env)
-    child_env.update(
-        BLUEPRINT_PORT=str(port),
-        BLUEPRINT_METRICS_PORT=str(metrics_port),
-        BLUEPRINT_INSTANCE_ID=instance_id,
-    )
+    ready_file = log_dir / f"{instance_id}.ready.json"
+    ready_file.unlink(missing_ok=True)
+    child_env = {**env, **ready_env(ready_file), "BLUEPRINT_INSTANCE_ID": instance_id}
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "blueprint.cli", "serve", service],
@@ -83,13 +80,14 @@ def start_server(
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-    server = ServerProcess(instance_id, port, metrics_port, process, log_path)
     try:
-        wait_serving(server.address)
-    except TimeoutError:
+        bound = wait_ready(process, ready_file, log_path, timeout=30.0)
+    except StartFailed as failed:
         process.kill()
-        raise AssertionError(f"{instance_id} did not start:\n{server.log()}") from None
-    return server
+        process.wait()
+        log_text = log_path.read_text(errors="replace")
+        raise AssertionError(f"{instance_id} did not start ({failed}):\n{log_text}") from None
+    return ServerProcess(instance_id, bound.port, bound.metrics_port, process, log_path)
 
 
 def stop(servers: Iterable[ServerProcess], timeout: float = 15.0) -> None:

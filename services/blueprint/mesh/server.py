@@ -34,6 +34,7 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
 from blueprint import __version__
+from blueprint.mesh import ready
 from blueprint.mesh.client import MeshClient
 from blueprint.mesh.discovery import Instance, Registry, open_registry
 from blueprint.mesh.interceptors import ServerInterceptor
@@ -172,9 +173,12 @@ class Runtime:
             ],
             self.server,
         )
-        metrics_server, _ = start_http_server(
-            settings.metrics_port, addr=settings.bind_host, registry=self.metrics_registry
-        )
+        try:
+            metrics_server, _ = start_http_server(
+                settings.metrics_port, addr=settings.bind_host, registry=self.metrics_registry
+            )
+        except OSError as error:
+            raise CannotBind(f"{settings.bind_host}:{settings.metrics_port}") from error
         self._metrics_server = metrics_server
         self.metrics_port = metrics_server.server_port
         await self.server.start()
@@ -196,6 +200,7 @@ class Runtime:
                 "grpc_services": list(self.spec.grpc_services),
             },
         )
+        ready.report(settings.ready_file, ready.Bound(os.getpid(), self.port, self.metrics_port))
         return self.instance
 
     async def stop(self) -> None:

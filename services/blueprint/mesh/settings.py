@@ -59,6 +59,10 @@ class Settings(BaseSettings):
     port: int = Field(default=0, ge=0, le=65535, description="0 picks a free port")
     metrics_port: int = Field(default=0, ge=0, le=65535, description="0 picks a free port")
     instance_id: str | None = None
+    ready_file: Path | None = Field(
+        default=None,
+        description="once serving, the bound ports are written here (JSON), for a supervisor",
+    )
     weight: int = Field(default=1, ge=1, le=1000, description="share for weighted balancing")
     drain_grace_seconds: float = Field(
         default=10.0, ge=0, le=300, description="in-flight calls get this long after SIGTERM"
@@ -261,6 +265,15 @@ class Settings(BaseSettings):
     # Local runs (`blueprint up`)
     replicas: int = Field(default=2, ge=1, le=32)
     state_dir: Path = Path(".blueprint")
+    start_timeout_seconds: float = Field(
+        default=60.0, gt=0, le=600, description="a replica not ready by then has failed to start"
+    )
+    restart_backoff_seconds: float = Field(
+        default=1.0, gt=0, le=60, description="first wait before a restart; doubles per failure"
+    )
+    restart_attempts: int = Field(
+        default=5, ge=1, le=100, description="failed starts in a row before `up` gives up"
+    )
 
     # Diagnostics service: fault injection for tests and benchmarks.
     diag_slowdown: float = Field(

@@ -8,26 +8,25 @@ so a client fixes everything at once.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
-from blueprint.mesh.errors import InvalidArgument
+from google.protobuf import duration_pb2
+
+from blueprint.mesh import wellknown
+from blueprint.mesh.errors import FieldChecks
 from blueprint.shortener import aliases, codes, pastes, urls
 from blueprint.shortener.errors import Refused
 
 if TYPE_CHECKING:
     from blueprint.mesh.settings import Settings
 
-T = TypeVar("T")
-
 MIN_TTL = timedelta(seconds=1)
 DEFAULT_STATS_DAYS = 30
 MAX_STATS_DAYS = 366
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
-_NANOS = 10**9
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,8 +44,8 @@ class Limits:
         )
 
 
-# A protobuf Duration as it arrived, (seconds, nanos); None when the field is unset.
-RawDuration = tuple[int, int] | None
+# A Duration field as it arrived; None when the field is unset.
+Lifetime = duration_pb2.Duration | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,24 +62,8 @@ class PasteInput:
     ttl: timedelta | None
 
 
-class _Violations:
-    def __init__(self) -> None:
-        self.found: dict[str, str] = {}
-
-    def check(self, field: str, validate: Callable[[], T]) -> T | None:
-        try:
-            return validate()
-        except Refused as refused:
-            self.found.setdefault(field, str(refused))
-            return None
-
-    def raise_if_any(self) -> None:
-        if self.found:
-            raise InvalidArgument(self.found)
-
-
-def shorten(url: str, custom_alias: str, ttl: RawDuration, limits: Limits) -> ShortenInput:
-    v = _Violations()
+def shorten(url: str, custom_alias: str, ttl: Lifetime, limits: Limits) -> ShortenInput:
+    v = FieldChecks()
     normalised = v.check("url", lambda: urls.normalise(url, max_length=limits.max_url_length))
     alias = None
     if custom_alias:  # optional: empty means "generate a code"
@@ -92,7 +75,7 @@ def shorten(url: str, custom_alias: str, ttl: RawDuration, limits: Limits) -> Sh
 
 
 def code(value: str) -> str:
-    v = _Violations()
+    v = FieldChecks()
     checked = v.check("code", lambda: codes.check_code(value))
     v.raise_if_any()
     assert checked is not None
@@ -100,7 +83,7 @@ def code(value: str) -> str:
 
 
 def resolve(value: str, request_id: str) -> tuple[str, str]:
-    v = _Violations()
+    v = FieldChecks()
     checked = v.check("code", lambda: codes.check_code(value))
     v.check("request_id", lambda: _matches(request_id, _REQUEST_ID, "1 to 64", optional=True))
     v.raise_if_any()
@@ -109,7 +92,7 @@ def resolve(value: str, request_id: str) -> tuple[str, str]:
 
 
 def delete(value: str, management_token: str) -> tuple[str, str]:
-    v = _Violations()
+    v = FieldChecks()
     checked = v.check("code", lambda: codes.check_code(value))
     v.check("management_token", lambda: _matches(management_token, _TOKEN, "1 to 128"))
     v.raise_if_any()
@@ -118,17 +101,20 @@ def delete(value: str, management_token: str) -> tuple[str, str]:
 
 
 def stats(value: str, days: int) -> tuple[str, int]:
-    v = _Violations()
+    v = FieldChecks()
     checked = v.check("code", lambda: codes.check_code(value))
-    if not 0 <= days <= MAX_STATS_DAYS:
-        v.found["days"] = f"must be 0 to {MAX_STATS_DAYS} (0: {DEFAULT_STATS_DAYS})"
+    v.require(
+        0 <= days <= MAX_STATS_DAYS,
+        "days",
+        f"must be 0 to {MAX_STATS_DAYS} (0: {DEFAULT_STATS_DAYS})",
+    )
     v.raise_if_any()
     assert checked is not None
     return checked, days or DEFAULT_STATS_DAYS
 
 
-def paste(content: str, language: str, ttl: RawDuration, limits: Limits) -> PasteInput:
-    v = _Violations()
+def paste(content: str, language: str, ttl: Lifetime, limits: Limits) -> PasteInput:
+    v = FieldChecks()
     v.check("content", lambda: pastes.check_content(content, limits.paste_max_bytes))
     checked_language = v.check("language", lambda: pastes.check_language(language))
     lifetime = v.check("ttl", lambda: _ttl(ttl, limits.max_ttl))
@@ -137,23 +123,9 @@ def paste(content: str, language: str, ttl: RawDuration, limits: Limits) -> Past
     return PasteInput(content, checked_language, lifetime)
 
 
-def _ttl(raw: RawDuration, max_ttl: timedelta) -> timedelta | None:
-    if raw is None:
-        return None
-    seconds, nanos = raw
-    # Checked on the raw numbers: a client may send any int64, far beyond timedelta.
-    if not -_NANOS < nanos < _NANOS or (seconds > 0 > nanos) or (seconds < 0 < nanos):
-        raise Refused("not a valid Duration (nanos out of range or of the other sign)")
-    if seconds < 0 or nanos < 0:
-        raise Refused("must be positive; leave it unset for no expiry")
-    if seconds > max_ttl.total_seconds():
-        raise Refused(f"at most {max_ttl.days} days")
-    lifetime = timedelta(seconds=seconds, microseconds=nanos // 1000)
-    if lifetime < MIN_TTL:
-        raise Refused("at least 1 s; leave it unset for no expiry")
-    if lifetime > max_ttl:
-        raise Refused(f"at most {max_ttl.days} days")
-    return lifetime
+def _ttl(raw: Lifetime, max_ttl: timedelta) -> timedelta | None:
+    # Unset: no expiry; set: a real lifetime, so zero and negative ones are refused.
+    return None if raw is None else wellknown.duration(raw, at_least=MIN_TTL, at_most=max_ttl)
 
 
 def _matches(value: str, pattern: re.Pattern[str], lengths: str, *, optional: bool = False) -> str:

@@ -1,7 +1,7 @@
 """What the shortener refuses, and the statuses those refusals become.
 
-`Refused` is a validator's plain "no, because …"; `checks.py` attaches the request
-field and raises INVALID_ARGUMENT. The rest are `DomainError`s the server runtime maps
+`Refused` (the mesh's) is a validator's plain "no, because …"; `checks.py` attaches the
+request field and raises INVALID_ARGUMENT. The rest are `DomainError`s the server runtime maps
 to their statuses.
 """
 
@@ -12,13 +12,18 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from blueprint.mesh.errors import AlreadyExists, DomainError
+from blueprint.mesh.errors import AlreadyExists, DomainError, Refused
+
+__all__ = [
+    "AliasTaken",
+    "CodeTaken",
+    "CodesExhausted",
+    "PermissionDenied",
+    "Refused",
+    "Unavailable",
+]
 
 LINK_TYPE = "blueprint.shortener.v1.Link"
-
-
-class Refused(ValueError):
-    """A value is not acceptable; the message says why, for the client."""
 
 
 class CodeTaken(Exception):

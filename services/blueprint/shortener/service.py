@@ -128,11 +128,8 @@ class ShortenerServicer(shortener_pb2_grpc.ShortenerServicer):
         return None
 
 
-def _duration(request: Any, field: str) -> checks.RawDuration:
-    if not request.HasField(field):
-        return None
-    duration = getattr(request, field)
-    return int(duration.seconds), int(duration.nanos)
+def _duration(request: Any, field: str) -> checks.Lifetime:
+    return getattr(request, field) if request.HasField(field) else None
 
 
 def _timestamp(moment: datetime | None) -> timestamp_pb2.Timestamp | None:

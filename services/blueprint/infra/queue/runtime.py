@@ -36,6 +36,7 @@ from blueprint.infra.queue.queue import WorkQueue
 from blueprint.infra.queue.registry import HandlerSpec, WorkerContext
 from blueprint.infra.queue.scheduler import promote_due_forever
 from blueprint.infra.queue.settings import consumer_options, retry_policy
+from blueprint.mesh import ready
 from blueprint.mesh.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ async def work(
     health = HealthServicer()
     health_server = grpc.aio.server()
     health_pb2_grpc.add_HealthServicer_to_server(health, health_server)
-    health_server.add_insecure_port(f"{settings.bind_host}:{settings.port}")
+    health_port = health_server.add_insecure_port(f"{settings.bind_host}:{settings.port}")
     await health_server.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -89,6 +90,8 @@ async def work(
                 for n in range(1, concurrency + 1)
             ]
             await health.set("", health_pb2.HealthCheckResponse.SERVING)
+            bound = ready.Bound(os.getpid(), health_port, metrics_server.server_port)
+            ready.report(settings.ready_file, bound)
             run = functools.partial(
                 _run, consumers, queue, spec, settings, metrics_port=metrics_server.server_port
             )

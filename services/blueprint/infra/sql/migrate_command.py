@@ -6,8 +6,6 @@ import argparse
 import asyncio
 import sys
 
-from blueprint.mesh.settings import load_or_exit
-
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 
@@ -26,6 +24,7 @@ def _run(args: argparse.Namespace) -> int:
     from sqlalchemy.exc import DBAPIError
 
     from blueprint.infra.sql.migrations import MigrationsNotFound, migrate_from_settings
+    from blueprint.mesh.settings import load_or_exit
 
     settings = load_or_exit()
     try:

@@ -1,20 +1,24 @@
-"""Tracer setup and W3C trace-context propagation through gRPC metadata."""
+"""Tracer setup and W3C trace-context propagation through gRPC metadata.
+
+Propagation needs only the OpenTelemetry API; the SDK is imported when a process
+builds its tracer provider, so a client that traces nothing (the CLI) never loads it.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from opentelemetry import context as otel_context
 from opentelemetry.propagators.textmap import Getter, Setter
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from opentelemetry.sdk.trace.sampling import ParentBasedTraceIdRatio
 from opentelemetry.trace import NoOpTracerProvider, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from blueprint.mesh.settings import Settings
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+
+    from blueprint.mesh.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +73,11 @@ def tracer_provider(
     exporting over OTLP/gRPC when BLUEPRINT_OTLP_ENDPOINT is set."""
     if not settings.telemetry_enabled:
         return NoOpTracerProvider()
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.sdk.trace.sampling import ParentBasedTraceIdRatio
+
     resource = Resource.create({"service.name": service, "service.instance.id": instance_id})
     provider = TracerProvider(
         resource=resource, sampler=ParentBasedTraceIdRatio(settings.trace_sampling_ratio)
