@@ -18,6 +18,7 @@ from blueprint.infra.cache import (
     CacheWaitTimeout,
     StrSerializer,
 )
+from support.clock import FakeClock
 
 pytestmark = pytest.mark.redis
 
@@ -30,14 +31,6 @@ class CountingRedis(aioredis.Redis):
     async def execute_command(self, *args: Any, **options: Any) -> Any:
         self.commands += 1
         return await super().execute_command(*args, **options)
-
-
-class FakeClock:
-    def __init__(self, now: float = 1_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class FixedRandom(random.Random):
@@ -155,11 +148,15 @@ async def test_500_concurrent_callers_on_a_cold_key_make_one_load(
 async def test_500_concurrent_callers_on_a_just_expired_key_make_one_load(
     cache_factory: Callable[..., Cache[Any]],
 ) -> None:
-    policy = CachePolicy(ttl_seconds=0.3, jitter=0, beta=0)
-    caches = [cache_factory(policy=policy) for _ in range(5)]
+    # Expiry by a shared fake clock, not by sleeping past a short TTL: on a loaded
+    # machine the burst outlasts any TTL short enough to wait for, and the freshly
+    # loaded value would expire again in the middle of it.
+    clock = FakeClock()
+    policy = CachePolicy(ttl_seconds=300, jitter=0, beta=0)
+    caches = [cache_factory(policy=policy, clock=clock) for _ in range(5)]
     loader = CountingLoader("v1", delay=0.1)
     assert await caches[0].get_or_load("hot", loader) == "v1"
-    await asyncio.sleep(0.45)  # Redis has dropped it: every caller misses at once
+    clock.advance(301)  # expired for every replica at once: every caller misses
     loader.value = "v2"
     assert await _stampede(caches, "hot", loader, 500) == {"v2"}
     assert loader.calls == 2
@@ -189,24 +186,33 @@ async def test_a_crashed_lock_holder_delays_the_load_only_until_its_lock_lapses(
     cache_factory: Callable[..., Cache[Any]], redis_url: str, redis_prefix: str
 ) -> None:
     raw = aioredis.Redis.from_url(redis_url)
+    lock = f"{redis_prefix}:cache:lock:hot"
     # A process took the load lock and died: nothing renews or releases it.
-    await raw.set(f"{redis_prefix}:cache:lock:hot", b"dead-token", px=1000)
-    await raw.aclose()
+    await raw.set(lock, b"dead-token", px=1000)
+    lock_at_load: list[bytes | None] = []
+
+    async def load() -> str:
+        lock_at_load.append(await raw.get(lock))  # by now the loader's own token
+        return "v"
+
     cache = cache_factory(policy=CachePolicy(lock_ttl_seconds=1.0))
-    loader = CountingLoader("v")
-    waiting = asyncio.create_task(cache.get_or_load("hot", loader))
-    await asyncio.sleep(0.15)
-    assert loader.calls == 0 and not waiting.done()  # it respects the lock...
-    assert await asyncio.wait_for(waiting, 5) == "v"  # ...until the lock lapses
-    assert loader.calls == 1
+    try:
+        # It respects the lock (the load starts only once the lock is gone)...
+        assert await asyncio.wait_for(cache.get_or_load("hot", load), 5) == "v"
+    finally:
+        await raw.aclose()
+    assert len(lock_at_load) == 1
+    assert lock_at_load[0] != b"dead-token"  # ...and loads once it has lapsed
 
 
 async def test_a_slow_loader_renews_its_lock_so_nobody_loads_twice(
     cache_factory: Callable[..., Cache[Any]],
 ) -> None:
-    policy = CachePolicy(lock_ttl_seconds=0.3)
+    # Renewed every third of its TTL: a loaded machine may stall the renewal by up to
+    # two thirds of it (1 s here) before the lock could lapse.
+    policy = CachePolicy(lock_ttl_seconds=1.5)
     first, second = cache_factory(policy=policy), cache_factory(policy=policy)
-    loader = CountingLoader("v", delay=1.0)  # over three lock TTLs
+    loader = CountingLoader("v", delay=4.6)  # over three lock TTLs
     results = await asyncio.gather(
         first.get_or_load("slow", loader), second.get_or_load("slow", loader)
     )
