@@ -4,6 +4,10 @@
 migrated), the Redis client (bounded pool, traced), the id generator's worker lease, the
 link cache, the click publisher, the blob store and the purge loop; `Shortener.aclose`
 closes them in reverse. A failure half-way closes what was opened.
+
+Each database engine and the Redis client has a guard (`blueprint.infra.guard`): a
+circuit breaker per dependency, calls bounded by the caller's deadline, and failures
+raised as `StoreUnavailable`, which the gRPC edge answers UNAVAILABLE.
 """
 
 from __future__ import annotations
@@ -13,17 +17,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import redis.asyncio as aioredis
 from alembic.script import ScriptDirectory
 from prometheus_client import CollectorRegistry, Counter
 
 from blueprint.infra.blobs import LocalBlobStore
 from blueprint.infra.cache import Cache, CacheMetrics, CachePolicy
+from blueprint.infra.guard import StoreGuards, StoreMetrics
 from blueprint.infra.ids import IdGenerator
 from blueprint.infra.queue import WorkQueue
+from blueprint.infra.redis_client import GuardedRedis, guarded_redis
 from blueprint.infra.sql import ShardedDatabase, current_revision
 from blueprint.infra.sql.migrations import script_directory
 from blueprint.infra.sql.urls import shown
+from blueprint.mesh.resilience.breaker import BreakerConfig
 from blueprint.mesh.settings import Settings
 from blueprint.mesh.telemetry.instrumentation import Provider, instrument_redis_client
 from blueprint.shortener.checks import Limits
@@ -104,18 +110,17 @@ def blob_store(settings: Settings) -> LocalBlobStore:
     return LocalBlobStore(root)
 
 
-def redis_client(settings: Settings, url: str, tracer_provider: Provider | None) -> aioredis.Redis:
-    """Bytes in and out (the cache and queue need them), and a bounded pool: a burst
-    waits up to a timeout for a connection instead of opening thousands."""
-    pool = aioredis.BlockingConnectionPool.from_url(
+def redis_client(
+    settings: Settings, url: str, tracer_provider: Provider | None, guards: StoreGuards
+) -> GuardedRedis:
+    """Bytes in and out (the cache and queue need them), a bounded pool, guarded."""
+    client = guarded_redis(
         url,
+        dependency=f"{SERVICE}/redis",
+        guards=guards,
         max_connections=settings.shortener_redis_max_connections,
-        timeout=REDIS_TIMEOUT_SECONDS,
-        socket_timeout=REDIS_TIMEOUT_SECONDS,
-        socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
-        health_check_interval=10,
+        timeout_seconds=REDIS_TIMEOUT_SECONDS,
     )
-    client = aioredis.Redis(connection_pool=pool)
     if tracer_provider is not None:
         instrument_redis_client(client, tracer_provider)
     return client
@@ -152,11 +157,15 @@ async def open_shortener(
     """Everything the servicer needs, opened; `on_read` also hears every database read."""
     metrics = ShortenerMetrics(registry) if registry is not None else None
     observers = [o for o in (on_read, metrics.read if metrics else None) if o is not None]
+    guards = StoreGuards(
+        BreakerConfig.from_settings(settings),
+        metrics=StoreMetrics(registry) if registry is not None else None,
+    )
     async with contextlib.AsyncExitStack() as stack:
-        database = ShardedDatabase.from_settings(settings, SERVICE)
+        database = ShardedDatabase.from_settings(settings, SERVICE, guards=guards)
         stack.push_async_callback(database.dispose)
         await check_schema(database)
-        redis = redis_client(settings, redis_url, tracer_provider)
+        redis = redis_client(settings, redis_url, tracer_provider, guards)
         stack.push_async_callback(redis.aclose)
         ids = await stack.enter_async_context(IdGenerator.from_settings(settings, redis))
         cache: Cache[Any] = Cache(

@@ -67,9 +67,3 @@ class CodesExhausted(DomainError):
     """Every code the scheme allows for this URL is taken (hash scheme, popular URL)."""
 
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
-
-
-class Unavailable(DomainError):
-    """A database or Redis did not answer: worth retrying, maybe on another replica."""
-
-    code = grpc.StatusCode.UNAVAILABLE

@@ -28,8 +28,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, Literal, Protocol
 
-from redis.exceptions import RedisError
-
+from blueprint.errors import StoreUnavailable
 from blueprint.infra.cache import Cache, CacheWaitTimeout
 from blueprint.mesh.errors import NotFound
 from blueprint.shortener import clicks, codes
@@ -146,7 +145,7 @@ class LinkService:
             return await self._store.find_link(code)
         try:
             cached = await self._cache.get_or_load(code, lambda: self._load(code))
-        except (RedisError, CacheWaitTimeout) as error:
+        except (StoreUnavailable, CacheWaitTimeout) as error:
             # The cache spares the database; it is not needed to answer.
             log.warning("link cache unavailable, reading the database: %s", error)
             return await self._store.find_link(code)
@@ -161,7 +160,7 @@ class LinkService:
             return
         try:
             await self._cache.set(code, entry, ttl=ttl)
-        except RedisError as error:
+        except StoreUnavailable as error:
             # Not fatal: entries age out; until then a stale one may answer.
             log.warning("link cache not updated for %r: %s", code, error)
 

@@ -22,9 +22,8 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
-from sqlalchemy.exc import SQLAlchemyError
 
+from blueprint.errors import StoreUnavailable
 from blueprint.infra.blobs import BlobStore
 from blueprint.shortener.records import utc_now
 from blueprint.shortener.store import ShortenerStore
@@ -128,12 +127,13 @@ class PurgeLoop:
             await asyncio.sleep(self._interval * (0.5 + self._rng.random() / 2))
             try:
                 await self.run_once()
-            except (RedisError, SQLAlchemyError, OSError) as error:
+            except StoreUnavailable as error:
                 log.warning("purge failed; trying again next interval: %s", error)
 
 
 def main() -> int:
     """`python -m blueprint.shortener.purge`: purge once with the environment's settings."""
+    from blueprint.infra.outages import translated
     from blueprint.infra.sql import ShardedDatabase
     from blueprint.mesh.settings import load_or_exit
     from blueprint.shortener.app import SERVICE, SchemaNotReady, blob_store, check_schema
@@ -143,7 +143,8 @@ def main() -> int:
     async def once() -> PurgeReport:
         database = ShardedDatabase.from_settings(settings, SERVICE)
         try:
-            await check_schema(database)
+            with translated(SERVICE):  # the schema check reads unguarded
+                await check_schema(database)
             store = ShortenerStore(database)
             batch = settings.shortener_purge_batch
             return await purge_expired(store, blob_store(settings), now=utc_now(), batch=batch)
@@ -155,8 +156,8 @@ def main() -> int:
     except SchemaNotReady as error:
         print(f"shortener purge: {error}", file=sys.stderr)
         return 2
-    except (SQLAlchemyError, OSError) as error:
-        print(f"shortener purge: database unreachable: {error}", file=sys.stderr)
+    except StoreUnavailable as error:
+        print(f"shortener purge: a store did not answer: {error}", file=sys.stderr)
         return 1
     print(" ".join(f"{name}={count}" for name, count in asdict(report).items()))
     return 0
