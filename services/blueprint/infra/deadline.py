@@ -1,9 +1,9 @@
 """How long a store call may take, and a timeout that a driver's cleanup cannot stretch.
 
 A store call gets what is left of the gRPC call it serves, less an allowance for the
-reply, and never more than a ceiling (the driver's own command timeout): a database
-that stops answering then fails the call with UNAVAILABLE while its caller still
-listens, instead of holding it until the caller's deadline.
+reply (a tenth, at least 100 ms), and never more than a ceiling (the driver's own
+command timeout): a database that stops answering then fails the call with UNAVAILABLE
+while its caller still listens, instead of holding it until the caller's deadline.
 
 `asyncio.timeout` is not enough for that: cancelling an asyncpg query makes SQLAlchemy
 close the connection gracefully, and asyncpg first sends a cancel request and waits up
@@ -21,8 +21,10 @@ from collections.abc import AsyncIterator
 
 from blueprint.mesh.resilience import deadlines
 
-# Left of the caller's deadline for the store's cleanup and the reply to travel back.
+# Left of the caller's deadline for the store's cleanup and the reply to travel back:
+# a tenth of what is left, and at least this.
 REPLY_ALLOWANCE_SECONDS = 0.1
+REPLY_ALLOWANCE_SHARE = 0.1
 # How long a cancelled block may take to unwind before it is cancelled again.
 GRACE_SECONDS = 0.05
 
@@ -42,14 +44,18 @@ def store_deadline(ceiling_seconds: float) -> float:
     left = deadlines.remaining_incoming()
     if left is None:
         return now + ceiling_seconds
-    return now + max(0.0, min(ceiling_seconds, left - REPLY_ALLOWANCE_SECONDS))
+    allowance = max(REPLY_ALLOWANCE_SECONDS, left * REPLY_ALLOWANCE_SHARE)
+    return now + max(0.0, min(ceiling_seconds, left - allowance))
 
 
 @contextlib.asynccontextmanager
-async def hard_deadline(until: float) -> AsyncIterator[None]:
-    """Run the block until time.monotonic() `until`, then cancel it, and cancel it again
-    every GRACE_SECONDS while it still runs; `StoreTimeout` when it was cut short.
+async def hard_deadline(until: float, *, insist: bool = True) -> AsyncIterator[None]:
+    """Run the block until time.monotonic() `until`, then cancel it, and (`insist`) cancel
+    it again every GRACE_SECONDS while it still runs; `StoreTimeout` when it was cut short.
 
+    Insisting is for drivers whose cleanup shields itself from a first cancellation
+    (asyncpg). aiosqlite's cleanup must not be cut: its close is queued on the
+    connection's own thread, and abandoning it leaves that thread behind.
     A cancellation from outside (the gRPC call was cancelled) stays a CancelledError.
     """
     budget = until - time.monotonic()
@@ -65,7 +71,8 @@ async def hard_deadline(until: float) -> AsyncIterator[None]:
         nonlocal fired, handle
         fired += 1
         task.cancel()
-        handle = loop.call_later(GRACE_SECONDS, fire)
+        if insist:
+            handle = loop.call_later(GRACE_SECONDS, fire)
 
     handle = loop.call_later(budget, fire)  # `fire` replaces it with the next
     try:

@@ -70,6 +70,7 @@ class StoreGuard:
         *,
         ceiling_seconds: float,
         failure: type[StoreUnavailable] = StoreUnavailable,
+        insist: bool = True,
         metrics: StoreMetrics | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -78,6 +79,7 @@ class StoreGuard:
         self.dependency = dependency
         self.ceiling_seconds = ceiling_seconds
         self._failure = failure
+        self._insist = insist
         self._metrics = metrics
         self._clock = clock
         self._breaker = CircuitBreaker(breaker, clock=clock, on_transition=self._transitioned)
@@ -124,7 +126,7 @@ class StoreGuard:
         as a success unless `settle` is False (a first step; its sequel records it)."""
         started = self._clock()
         try:
-            async with hard_deadline(until):
+            async with hard_deadline(until, insist=self._insist):
                 yield
         except BaseException as error:
             failure = unavailable(self.dependency, error, kind=self._failure)
@@ -167,12 +169,15 @@ class StoreGuards:
         *,
         ceiling_seconds: float,
         failure: type[StoreUnavailable] = StoreUnavailable,
+        insist: bool = True,
     ) -> StoreGuard:
+        """`insist`: see `deadline.hard_deadline` (off for aiosqlite)."""
         return StoreGuard(
             dependency,
             self.breaker,
             ceiling_seconds=ceiling_seconds,
             failure=failure,
+            insist=insist,
             metrics=self.metrics,
             clock=self._clock,
         )

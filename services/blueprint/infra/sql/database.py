@@ -25,9 +25,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 WRITER = "writer"
-# SQLite waits for another writer's lock this much less than the write may take, so it
-# gives up with "database is locked" (UNAVAILABLE) before the write is cancelled.
-_SQLITE_BUSY_MARGIN_SECONDS = 0.05
+# SQLite waits for another writer's lock for this share of what the write may take, so
+# it gives up with "database is locked" (UNAVAILABLE) before the write is cancelled: its
+# busy handler sleeps in steps of up to 100 ms, and the wait starts after the PRAGMA.
+_SQLITE_BUSY_SHARE = 0.75
 
 
 class Database:
@@ -73,15 +74,17 @@ class Database:
         clocks = {} if clock is None else {"clock": clock}
         self._recent_writers = ReadYourWrites(read_your_writes_seconds, **clocks)
         self._rotation = ReplicaRotation(len(self.replicas), replica_retry_seconds, **clocks)
-        guards = guards or StoreGuards()
-        self.writer_guard = guards.guard(
-            f"{name}/{WRITER}", ceiling_seconds=statement_timeout_seconds
-        )
-        self.replica_guards = tuple(
-            guards.guard(f"{name}/replica-{i}", ceiling_seconds=statement_timeout_seconds)
-            for i in range(len(self.replicas))
-        )
         self._sqlite = writer.dialect.name == "sqlite"
+        guards = guards or StoreGuards()
+        self.writer_guard, *replica_guards = (
+            guards.guard(
+                f"{name}/{route}",
+                ceiling_seconds=statement_timeout_seconds,
+                insist=not self._sqlite,
+            )
+            for route in [WRITER, *(f"replica-{i}" for i in range(len(self.replicas)))]
+        )
+        self.replica_guards = tuple(replica_guards)
 
     @classmethod
     def from_urls(
@@ -218,5 +221,5 @@ class Database:
 
 async def _bound_sqlite_busy_wait(session: AsyncSession, until: float) -> None:
     # A connection-level setting, so set on every write: the last one may have lowered it.
-    seconds = max(0.0, until - time.monotonic() - _SQLITE_BUSY_MARGIN_SECONDS)
+    seconds = max(0.0, (until - time.monotonic()) * _SQLITE_BUSY_SHARE)
     await session.execute(text(f"PRAGMA busy_timeout = {int(seconds * 1000)}"))
