@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from prometheus_client import CollectorRegistry, Counter
 from blueprint.infra.blobs import LocalBlobStore
 from blueprint.infra.cache import Cache, CacheMetrics, CachePolicy
 from blueprint.infra.guard import StoreGuards, StoreMetrics
+from blueprint.infra.idempotency import IdempotencyRecords
 from blueprint.infra.ids import IdGenerator
 from blueprint.infra.queue import WorkQueue
 from blueprint.infra.redis_client import GuardedRedis, guarded_redis
@@ -35,6 +37,7 @@ from blueprint.mesh.telemetry.instrumentation import Provider, instrument_redis_
 from blueprint.shortener.checks import Limits
 from blueprint.shortener.clicks import ClickPublisher
 from blueprint.shortener.links import LinkService
+from blueprint.shortener.models import IDEMPOTENCY_RECORDS
 from blueprint.shortener.pastes import PasteService
 from blueprint.shortener.purge import PurgeLoop, PurgeReport
 from blueprint.shortener.store import ReadObserver, ShortenerStore
@@ -85,7 +88,7 @@ class ShortenerMetrics:
         self.store_reads.labels(what, shard, route).inc()
 
     def report(self, report: PurgeReport) -> None:
-        for kind in ("links", "pastes", "blobs", "receipts"):
+        for kind in ("links", "pastes", "blobs", "receipts", "idempotency_records"):
             self.purged.labels(kind).inc(getattr(report, kind))
 
 
@@ -102,6 +105,15 @@ def cache_policy(settings: Settings) -> CachePolicy:
         wait_seconds=settings.cache_wait_seconds,
         near_ttl_seconds=settings.shortener_near_cache_seconds,
         near_max_entries=settings.cache_near_max_entries,
+    )
+
+
+def idempotency_records(settings: Settings, database: ShardedDatabase) -> IdempotencyRecords:
+    return IdempotencyRecords(
+        database,
+        IDEMPOTENCY_RECORDS,
+        lease=timedelta(seconds=settings.idempotency_lease_seconds),
+        retention=timedelta(seconds=settings.idempotency_retention_seconds),
     )
 
 
@@ -183,12 +195,14 @@ async def open_shortener(
         )
         stack.push_async_callback(clicks.aclose)
         store = ShortenerStore(database, on_read=_fan_out(observers))
+        records = idempotency_records(settings, database)
         blobs = blob_store(settings)
         if settings.shortener_purge_interval_seconds > 0:
             purge = PurgeLoop(
                 store,
                 blobs,
                 redis,
+                records=records,
                 lease_key=f"{settings.redis_prefix}:{SERVICE}:purge-lease",
                 owner=instance_id,
                 interval_seconds=settings.shortener_purge_interval_seconds,
@@ -202,6 +216,7 @@ async def open_shortener(
             ids,
             cache=cache,
             clicks=clicks,
+            records=records,
             scheme=settings.shortener_code_scheme,
             salt=settings.shortener_hash_salt,
             # Longer than replicas lag (the read-your-writes window assumes the same).
@@ -210,7 +225,11 @@ async def open_shortener(
             ),
         )
         pastes = PasteService(
-            store, ids, blobs, inline_max_bytes=settings.shortener_paste_inline_max_bytes
+            store,
+            ids,
+            blobs,
+            inline_max_bytes=settings.shortener_paste_inline_max_bytes,
+            records=records,
         )
         shortener = Shortener(
             links, pastes, store, clicks, cache, Limits.from_settings(settings), stack.pop_all()

@@ -14,6 +14,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, TypeVar
 
 from blueprint.mesh.errors import InvalidArgument
+from blueprint.mesh.idempotency import KEY_PATTERN, KEY_RULE
 from blueprint.shortener import aliases, codes, pastes, urls
 from blueprint.shortener.errors import Refused
 
@@ -54,6 +55,7 @@ class ShortenInput:
     url: str  # normalised
     alias: str | None
     ttl: timedelta | None
+    idempotency_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +63,7 @@ class PasteInput:
     content: str
     language: str
     ttl: timedelta | None
+    idempotency_key: str | None = None
 
 
 class _Violations:
@@ -79,16 +82,19 @@ class _Violations:
             raise InvalidArgument(self.found)
 
 
-def shorten(url: str, custom_alias: str, ttl: RawDuration, limits: Limits) -> ShortenInput:
+def shorten(
+    url: str, custom_alias: str, ttl: RawDuration, limits: Limits, idempotency_key: str = ""
+) -> ShortenInput:
     v = _Violations()
     normalised = v.check("url", lambda: urls.normalise(url, max_length=limits.max_url_length))
     alias = None
     if custom_alias:  # optional: empty means "generate a code"
         alias = v.check("custom_alias", lambda: aliases.check_alias(custom_alias))
     lifetime = v.check("ttl", lambda: _ttl(ttl, limits.max_ttl))
+    key = v.check("idempotency_key", lambda: _idempotency_key(idempotency_key))
     v.raise_if_any()
     assert normalised is not None
-    return ShortenInput(normalised, alias, lifetime)
+    return ShortenInput(normalised, alias, lifetime, key)
 
 
 def code(value: str) -> str:
@@ -127,14 +133,26 @@ def stats(value: str, days: int) -> tuple[str, int]:
     return checked, days or DEFAULT_STATS_DAYS
 
 
-def paste(content: str, language: str, ttl: RawDuration, limits: Limits) -> PasteInput:
+def paste(
+    content: str, language: str, ttl: RawDuration, limits: Limits, idempotency_key: str = ""
+) -> PasteInput:
     v = _Violations()
     v.check("content", lambda: pastes.check_content(content, limits.paste_max_bytes))
     checked_language = v.check("language", lambda: pastes.check_language(language))
     lifetime = v.check("ttl", lambda: _ttl(ttl, limits.max_ttl))
+    key = v.check("idempotency_key", lambda: _idempotency_key(idempotency_key))
     v.raise_if_any()
     assert checked_language is not None
-    return PasteInput(content, checked_language, lifetime)
+    return PasteInput(content, checked_language, lifetime, key)
+
+
+def _idempotency_key(value: str) -> str | None:
+    """None for no key (optional); the key if well formed."""
+    if not value:
+        return None
+    if not value.isascii() or not KEY_PATTERN.fullmatch(value):
+        raise Refused(KEY_RULE)
+    return value
 
 
 def _ttl(raw: RawDuration, max_ttl: timedelta) -> timedelta | None:

@@ -1,5 +1,5 @@
-"""Removing what has expired: links with their counts, pastes with their blobs, and
-click receipts older than any redelivery.
+"""Removing what has expired: links with their counts, pastes with their blobs, click
+receipts older than any redelivery, and idempotency records past their retention.
 
 Expired links and pastes already answer NOT_FOUND; purging reclaims their space and
 frees their codes (a custom alias can be taken again). Two ways to run it:
@@ -25,6 +25,7 @@ import redis.asyncio as aioredis
 
 from blueprint.errors import StoreUnavailable
 from blueprint.infra.blobs import BlobStore
+from blueprint.infra.idempotency import IdempotencyRecords
 from blueprint.shortener.records import utc_now
 from blueprint.shortener.store import ShortenerStore
 
@@ -44,6 +45,7 @@ class PurgeReport:
     pastes: int
     blobs: int
     receipts: int
+    idempotency_records: int = 0
 
 
 async def purge_expired(
@@ -54,9 +56,10 @@ async def purge_expired(
     batch: int = 500,
     grace: timedelta = GRACE,
     receipt_retention: timedelta = RECEIPT_RETENTION,
+    records: IdempotencyRecords | None = None,
 ) -> PurgeReport:
-    """Delete, on every shard, what expired before `now - grace`; in batches of `batch`
-    rows, each batch its own short transaction."""
+    """Delete, on every shard, what expired before `now - grace` (idempotency records:
+    when their retention ends); in batches of `batch` rows, each its own transaction."""
     cutoff = now - grace
     links = await store.purge_links(cutoff, batch)
     pastes, blob_keys = await store.purge_pastes(cutoff, batch)
@@ -64,7 +67,8 @@ async def purge_expired(
     for key in blob_keys:
         deleted_blobs += await blobs.delete(key)
     receipts = await store.purge_receipts(now - receipt_retention, batch)
-    return PurgeReport(links, pastes, deleted_blobs, receipts)
+    keys = await records.purge(now, batch) if records is not None else 0
+    return PurgeReport(links, pastes, deleted_blobs, receipts, keys)
 
 
 class PurgeLoop:
@@ -80,6 +84,7 @@ class PurgeLoop:
         owner: str,
         interval_seconds: float,
         batch: int,
+        records: IdempotencyRecords | None = None,
         on_report: Callable[[PurgeReport], None] | None = None,
         rng: random.Random | None = None,
     ) -> None:
@@ -92,6 +97,7 @@ class PurgeLoop:
         self._owner = owner
         self._interval = interval_seconds
         self._batch = batch
+        self._records = records
         self._on_report = on_report
         self._rng = rng or random.Random()
         self._task: asyncio.Task[None] | None = None
@@ -114,7 +120,9 @@ class PurgeLoop:
         )
         if not won:
             return None
-        report = await purge_expired(self._store, self._blobs, now=utc_now(), batch=self._batch)
+        report = await purge_expired(
+            self._store, self._blobs, now=utc_now(), batch=self._batch, records=self._records
+        )
         if self._on_report is not None:
             self._on_report(report)
         if any(asdict(report).values()):
@@ -136,7 +144,13 @@ def main() -> int:
     from blueprint.infra.outages import translated
     from blueprint.infra.sql import ShardedDatabase
     from blueprint.mesh.settings import load_or_exit
-    from blueprint.shortener.app import SERVICE, SchemaNotReady, blob_store, check_schema
+    from blueprint.shortener.app import (
+        SERVICE,
+        SchemaNotReady,
+        blob_store,
+        check_schema,
+        idempotency_records,
+    )
 
     settings = load_or_exit()
 
@@ -145,9 +159,13 @@ def main() -> int:
         try:
             with translated(SERVICE):  # the schema check reads unguarded
                 await check_schema(database)
-            store = ShortenerStore(database)
-            batch = settings.shortener_purge_batch
-            return await purge_expired(store, blob_store(settings), now=utc_now(), batch=batch)
+            return await purge_expired(
+                ShortenerStore(database),
+                blob_store(settings),
+                now=utc_now(),
+                batch=settings.shortener_purge_batch,
+                records=idempotency_records(settings, database),
+            )
         finally:
             await database.dispose()
 

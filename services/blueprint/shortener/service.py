@@ -18,8 +18,10 @@ import grpc
 import grpc.aio
 from google.protobuf import timestamp_pb2
 
+from blueprint.infra.idempotency import Keyed
 from blueprint.infra.outages import translated
 from blueprint.infra.sql import caller_scope
+from blueprint.mesh.idempotency import body_digest
 from blueprint.mesh.server import Cleanup, ServiceSpec, ServingContext
 from blueprint.shortener import checks
 from blueprint.shortener.app import SERVICE, Shortener, open_shortener
@@ -40,10 +42,13 @@ class ShortenerServicer(shortener_pb2_grpc.ShortenerServicer):
 
     async def Shorten(self, request: pb.ShortenRequest, context: Context) -> pb.ShortenResponse:
         ttl = _duration(request, "ttl")
-        wanted = checks.shorten(request.url, request.custom_alias, ttl, self._limits)
+        wanted = checks.shorten(
+            request.url, request.custom_alias, ttl, self._limits, request.idempotency_key
+        )
+        keyed = _keyed(request, wanted.idempotency_key)
         with self._serving(context):
             try:
-                created = await self._links.shorten(wanted.url, wanted.alias, wanted.ttl)
+                created = await self._links.shorten(wanted.url, wanted.alias, wanted.ttl, keyed)
             except CodeTaken:
                 raise AliasTaken("custom_alias", request.custom_alias) from None
         return pb.ShortenResponse(
@@ -84,9 +89,12 @@ class ShortenerServicer(shortener_pb2_grpc.ShortenerServicer):
         self, request: pb.CreatePasteRequest, context: Context
     ) -> pb.CreatePasteResponse:
         ttl = _duration(request, "ttl")
-        wanted = checks.paste(request.content, request.language, ttl, self._limits)
+        wanted = checks.paste(
+            request.content, request.language, ttl, self._limits, request.idempotency_key
+        )
+        keyed = _keyed(request, wanted.idempotency_key)
         with self._serving(context):
-            paste = await self._pastes.create(wanted.content, wanted.language, wanted.ttl)
+            paste = await self._pastes.create(wanted.content, wanted.language, wanted.ttl, keyed)
         return pb.CreatePasteResponse(paste=_paste(paste, ""))
 
     async def GetPaste(self, request: pb.GetPasteRequest, context: Context) -> pb.GetPasteResponse:
@@ -106,6 +114,10 @@ class ShortenerServicer(shortener_pb2_grpc.ShortenerServicer):
             if key == self._caller_header and isinstance(value, str) and value:
                 return value[:256]
         return None
+
+
+def _keyed(request: Any, key: str | None) -> Keyed | None:
+    return None if key is None else Keyed(key, body_digest(request))
 
 
 def _duration(request: Any, field: str) -> checks.RawDuration:
