@@ -133,31 +133,20 @@ async def test_aborted_with_retry_info_is_retried_after_the_pushback_with_the_sa
         await server.stop(None)
 
 
-async def test_aborted_without_retry_info_is_not_retried(
-    registry: MemoryRegistry, client: MeshClient
+@pytest.mark.parametrize(
+    ("retry_after_ms", "why"),
+    [(None, "the server did not say when"), (5000, "the wait is longer than the deadline")],
+)
+async def test_aborted_is_not_retried_when_there_is_no_point(
+    registry: MemoryRegistry, client: MeshClient, retry_after_ms: int | None, why: str
 ) -> None:
-    servicer = ScriptedShortener([_aborted(None)])
-    server = await _serve(registry, servicer)
-    try:
-        stub = client.stub("shortener", shortener_pb2_grpc.ShortenerStub)
-        with pytest.raises(grpc.aio.AioRpcError) as aborted:
-            await stub.Shorten(pb.ShortenRequest(url="https://example.com/"), timeout=5)
-        assert aborted.value.code() == grpc.StatusCode.ABORTED
-        assert len(servicer.keys) == 1
-    finally:
-        await server.stop(None)
-
-
-async def test_a_pushback_longer_than_the_deadline_is_not_waited_for(
-    registry: MemoryRegistry, client: MeshClient
-) -> None:
-    servicer = ScriptedShortener([_aborted(5000)])
+    servicer = ScriptedShortener([_aborted(retry_after_ms)])
     server = await _serve(registry, servicer)
     try:
         stub = client.stub("shortener", shortener_pb2_grpc.ShortenerStub)
         with pytest.raises(grpc.aio.AioRpcError) as aborted:
             await stub.Shorten(pb.ShortenRequest(url="https://example.com/"), timeout=1)
         assert aborted.value.code() == grpc.StatusCode.ABORTED
-        assert len(servicer.keys) == 1
+        assert len(servicer.keys) == 1, why
     finally:
         await server.stop(None)

@@ -98,21 +98,20 @@ class IdempotencyRecords:
         a Fresh or Resume attempt holds the lease when this returns."""
         now = self._clock()
         lease_until = now + self._lease_for_this_call()
+        new = {  # a record of this attempt, holding the lease
+            "request_hash": request_hash,
+            "state": PENDING,
+            "plan": plan,
+            "lease_until": lease_until,
+            "created_at": now,
+            "expires_at": now + self._retention,
+        }
         table = self._table
         while True:
             async with self._shard(key).write() as session:
                 inserted = await session.scalar(
                     insert_for(session)(table)
-                    .values(
-                        scope=scope,
-                        key=key,
-                        request_hash=request_hash,
-                        state=PENDING,
-                        plan=plan,
-                        lease_until=lease_until,
-                        created_at=now,
-                        expires_at=now + self._retention,
-                    )
+                    .values(scope=scope, key=key, **new)
                     .on_conflict_do_nothing()
                     .returning(table.c.key)
                 )
@@ -128,17 +127,7 @@ class IdempotencyRecords:
                 decision = decide(_record(row), request_hash, plan, now)
                 if isinstance(decision, Fresh):  # expired: the key starts over
                     await session.execute(
-                        update(table)
-                        .where(*self._is(scope, key))
-                        .values(
-                            request_hash=request_hash,
-                            state=PENDING,
-                            plan=plan,
-                            response=None,
-                            lease_until=lease_until,
-                            created_at=now,
-                            expires_at=now + self._retention,
-                        )
+                        update(table).where(*self._is(scope, key)).values(response=None, **new)
                     )
                 elif isinstance(decision, Resume):
                     await session.execute(
