@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
 
 from blueprint.mesh.resilience import deadlines
 
@@ -48,8 +47,7 @@ def store_deadline(ceiling_seconds: float) -> float:
     return now + max(0.0, min(ceiling_seconds, left - allowance))
 
 
-@contextlib.asynccontextmanager
-async def hard_deadline(until: float, *, insist: bool = True) -> AsyncIterator[None]:
+def hard_deadline(until: float, *, insist: bool = True) -> HardDeadline:
     """Run the block until time.monotonic() `until`, then cancel it, and (`insist`) cancel
     it again every GRACE_SECONDS while it still runs; `StoreTimeout` when it was cut short.
 
@@ -58,37 +56,47 @@ async def hard_deadline(until: float, *, insist: bool = True) -> AsyncIterator[N
     connection's own thread, and abandoning it leaves that thread behind.
     A cancellation from outside (the gRPC call was cancelled) stays a CancelledError.
     """
-    budget = until - time.monotonic()
-    if budget <= 0:
-        raise StoreTimeout(0.0)
-    task = asyncio.current_task()
-    assert task is not None, "hard_deadline needs a task"
-    loop = asyncio.get_running_loop()
-    fired = 0
-    handle: asyncio.TimerHandle
+    return HardDeadline(until, insist)
 
-    def fire() -> None:
-        nonlocal fired, handle
-        fired += 1
-        task.cancel()
-        if insist:
-            handle = loop.call_later(GRACE_SECONDS, fire)
 
-    handle = loop.call_later(budget, fire)  # `fire` replaces it with the next
-    try:
-        yield
-    except asyncio.CancelledError:
-        handle.cancel()
-        if fired and _uncancel(task, fired) == 0:
-            raise StoreTimeout(budget) from None
-        raise
-    except BaseException:
-        handle.cancel()
-        await _settle(task, fired)
-        raise
-    else:
-        handle.cancel()
-        await _settle(task, fired)
+class HardDeadline:
+    """`hard_deadline`'s context manager: a class, as it wraps every store call."""
+
+    __slots__ = ("_budget", "_fired", "_handle", "_insist", "_loop", "_task", "_until")
+
+    def __init__(self, until: float, insist: bool) -> None:
+        self._until = until
+        self._insist = insist
+        self._budget = 0.0
+        self._fired = 0
+
+    async def __aenter__(self) -> None:
+        self._budget = self._until - time.monotonic()
+        if self._budget <= 0:
+            raise StoreTimeout(0.0)
+        task = asyncio.current_task()
+        assert task is not None, "hard_deadline needs a task"
+        self._task = task
+        self._loop = asyncio.get_running_loop()
+        self._handle = self._loop.call_later(self._budget, self._fire)
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, _: object
+    ) -> None:
+        self._handle.cancel()
+        if not self._fired:
+            return
+        if kind is asyncio.CancelledError:
+            if _uncancel(self._task, self._fired) == 0:
+                raise StoreTimeout(self._budget) from None
+            return  # cancelled from outside as well: that cancellation goes on
+        await _settle(self._task, self._fired)
+
+    def _fire(self) -> None:
+        self._fired += 1
+        self._task.cancel()
+        if self._insist:
+            self._handle = self._loop.call_later(GRACE_SECONDS, self._fire)
 
 
 async def _settle(task: asyncio.Task[object], fired: int) -> None:

@@ -11,15 +11,14 @@ it lets probes through (RetryInfo at the edge), and the store is not touched.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from blueprint.errors import StoreUnavailable
-from blueprint.infra.deadline import hard_deadline, store_deadline
+from blueprint.infra.deadline import StoreTimeout, hard_deadline, store_deadline
 from blueprint.infra.outages import unavailable
 from blueprint.mesh.resilience.breaker import BreakerConfig, BreakerState, CircuitBreaker
 
@@ -78,10 +77,10 @@ class StoreGuard:
             raise ValueError(f"ceiling_seconds must be > 0, got {ceiling_seconds!r}")
         self.dependency = dependency
         self.ceiling_seconds = ceiling_seconds
+        self.insist = insist
+        self.clock = clock
         self._failure = failure
-        self._insist = insist
         self._metrics = metrics
-        self._clock = clock
         self._breaker = CircuitBreaker(breaker, clock=clock, on_transition=self._transitioned)
         if metrics is not None:
             metrics.breaker_state.labels(dependency).set(0)
@@ -104,7 +103,7 @@ class StoreGuard:
             if self._metrics is not None:
                 self._metrics.rejections.labels(self.dependency).inc()
             reopens_at = self._breaker.reopens_at()
-            wait = HALF_OPEN_RETRY_SECONDS if reopens_at is None else reopens_at - self._clock()
+            wait = HALF_OPEN_RETRY_SECONDS if reopens_at is None else reopens_at - self.clock()
             raise self._failure(
                 self.dependency,
                 "circuit breaker open after repeated failures; not called",
@@ -112,35 +111,35 @@ class StoreGuard:
             )
         self._breaker.on_call()
 
-    @contextlib.asynccontextmanager
-    async def call(self, until: float | None = None) -> AsyncIterator[None]:
+    def call(self, until: float | None = None) -> GuardedCall:
         """One call: admitted, bounded by `until` (default: `deadline()`), recorded."""
-        self.admit()
-        async with self.attempt(self.deadline() if until is None else until):
-            yield
+        return GuardedCall(self, self.deadline() if until is None else until, admit=True)
 
-    @contextlib.asynccontextmanager
-    async def attempt(self, until: float, *, settle: bool = True) -> AsyncIterator[None]:
+    def attempt(self, until: float, *, settle: bool = True) -> GuardedCall:
         """The work of an admitted call, bounded by `until`: an outage is recorded as a
         failure and raised as `StoreUnavailable`; otherwise the store answered, recorded
         as a success unless `settle` is False (a first step; its sequel records it)."""
-        started = self._clock()
-        try:
-            async with hard_deadline(until, insist=self._insist):
-                yield
-        except BaseException as error:
-            failure = unavailable(self.dependency, error, kind=self._failure)
-            if failure is None:  # the store answered (a refusal), or the caller went away
-                self._breaker.on_result(False, self._clock() - started)
-                raise
-            self._breaker.on_result(True, self._clock() - started)
-            if self._metrics is not None:
-                self._metrics.outages.labels(self.dependency).inc()
-            if failure is error:
-                raise
-            raise failure from error
-        if settle:
-            self._breaker.on_result(False, self._clock() - started)
+        return GuardedCall(self, until, settle=settle)
+
+    def settle(
+        self, error: BaseException | None, seconds: float, *, success: bool
+    ) -> StoreUnavailable | None:
+        """Record how a call ended (a success only if `success`); the `StoreUnavailable`
+        to raise for an outage, its cause set; None when `error` stands as it is."""
+        if error is None:
+            if success:
+                self._breaker.on_result(False, seconds)
+            return None
+        failure = unavailable(self.dependency, error, kind=self._failure)
+        if failure is None:  # the store answered (a refusal), or the caller went away
+            self._breaker.on_result(False, seconds)
+            return None
+        self._breaker.on_result(True, seconds)
+        if self._metrics is not None:
+            self._metrics.outages.labels(self.dependency).inc()
+        if failure is not error:
+            failure.__cause__ = error
+        return failure
 
     def _transitioned(self, state: BreakerState) -> None:
         log.warning("store breaker of %s is now %s", self.dependency, state.value)
@@ -181,3 +180,42 @@ class StoreGuards:
             metrics=self.metrics,
             clock=self._clock,
         )
+
+
+class GuardedCall:
+    """`StoreGuard.call`'s context manager: a class, as it wraps every store call."""
+
+    __slots__ = ("_admit", "_deadline", "_guard", "_settle", "_started")
+
+    def __init__(
+        self, guard: StoreGuard, until: float, *, admit: bool = False, settle: bool = True
+    ) -> None:
+        self._guard = guard
+        self._deadline = hard_deadline(until, insist=guard.insist)
+        self._admit = admit
+        self._settle = settle
+        self._started = 0.0
+
+    async def __aenter__(self) -> None:
+        if self._admit:
+            self._guard.admit()
+        self._started = self._guard.clock()
+        try:
+            await self._deadline.__aenter__()
+        except StoreTimeout as spent:  # no time left: the store is not called
+            failure = self._guard.settle(spent, 0.0, success=self._settle)
+            assert failure is not None
+            raise failure from spent
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: object
+    ) -> None:
+        try:
+            await self._deadline.__aexit__(kind, error, trace)
+        except StoreTimeout as spent:  # our own cancellation, told as such
+            error = spent
+        seconds = self._guard.clock() - self._started
+        failure = self._guard.settle(error, seconds, success=self._settle)
+        if failure is not None and failure is not error:
+            raise failure  # its cause: the driver's error, or our StoreTimeout
+        # Otherwise what the block raised, if anything, goes on as it is.

@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import sqlite3
 import uuid
-from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -83,9 +82,10 @@ async def _shorten(stub: ShortenerStub, timeout: float = 10) -> pb.ShortenRespon
 
 async def _load(
     calls: list[Callable[[], Awaitable[object]]], stop: asyncio.Event
-) -> tuple[int, Counter[grpc.StatusCode]]:
-    """CALLERS callers, each calling the next of `calls` in turn until `stop`."""
-    answered, failed = 0, Counter[grpc.StatusCode]()
+) -> tuple[int, dict[grpc.StatusCode, str]]:
+    """CALLERS callers, each calling the next of `calls` in turn until `stop`; how many
+    were answered, and one message per status code that came instead."""
+    answered, failed = 0, dict[grpc.StatusCode, str]()
 
     async def caller(offset: int) -> None:
         nonlocal answered
@@ -95,7 +95,7 @@ async def _load(
                 await calls[turn % len(calls)]()
                 answered += 1
             except grpc.aio.AioRpcError as error:
-                failed[error.code()] += 1
+                failed.setdefault(error.code(), error.details() or "")
             turn += 1
 
     await asyncio.gather(*(caller(n) for n in range(CALLERS)))
