@@ -156,12 +156,14 @@ class Database:
         """A session on the engine this caller should read from (see the class doc)."""
         until = self.writer_guard.deadline()
         route, guard, connection = await self._connect_for_read(caller, until)
-        async with guard.attempt(until):
-            try:
+        try:
+            async with guard.attempt(until):
                 async with AsyncSession(bind=connection, expire_on_commit=False) as session:
                     session.info["route"] = route
                     yield session
-            finally:
+                await connection.close()  # within the deadline: the pool's reset talks to it
+        finally:
+            if not connection.closed:  # the read failed, or had no time left to start
                 await connection.close()
 
     def note_write(self, caller: str | None = None) -> None:
