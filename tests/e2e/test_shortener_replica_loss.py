@@ -68,6 +68,7 @@ def env(database_url: str, redis_url: str, redis_prefix: str, tmp_path: Path) ->
     return env
 
 
+@pytest.mark.timeout(300)  # three replicas to start: slow on a loaded machine
 async def test_sigkill_under_shorten_load_costs_no_error_and_no_duplicate(
     env: dict[str, str], database_url: str, redis_url: str, redis_prefix: str, log_dir: Path
 ) -> None:
@@ -84,7 +85,7 @@ async def test_sigkill_under_shorten_load_costs_no_error_and_no_duplicate(
     answered: dict[str, str] = {}  # url -> code
     failures: list[grpc.aio.AioRpcError] = []
     try:
-        with running("shortener", REPLICAS, env, log_dir) as servers:
+        with running("shortener", REPLICAS, env, log_dir, start_timeout=60) as servers:
             router = client.router("shortener")
             await eventually(
                 lambda: len(router.pool.endpoints) == REPLICAS, 10, "every replica discovered"

@@ -66,7 +66,11 @@ def wait_serving(address: str, timeout: float = 15.0) -> None:
 
 
 def start_server(
-    service: str, instance_id: str, env: Mapping[str, str], log_dir: Path
+    service: str,
+    instance_id: str,
+    env: Mapping[str, str],
+    log_dir: Path,
+    start_timeout: float = 15.0,
 ) -> ServerProcess:
     port, metrics_port = free_port(), free_port()
     log_path = log_dir / f"{instance_id}.log"
@@ -85,7 +89,7 @@ def start_server(
         )
     server = ServerProcess(instance_id, port, metrics_port, process, log_path)
     try:
-        wait_serving(server.address)
+        wait_serving(server.address, start_timeout)
     except TimeoutError:
         process.kill()
         raise AssertionError(f"{instance_id} did not start:\n{server.log()}") from None
@@ -108,9 +112,13 @@ def stop(servers: Iterable[ServerProcess], timeout: float = 15.0) -> None:
 
 @contextmanager
 def running(
-    service: str, count: int, env: Mapping[str, str], log_dir: Path
+    service: str, count: int, env: Mapping[str, str], log_dir: Path, start_timeout: float = 15.0
 ) -> Iterator[list[ServerProcess]]:
-    servers = [start_server(service, f"{service}-{n}", env, log_dir) for n in range(1, count + 1)]
+    """`count` replicas, each given `start_timeout` to serve (a loaded machine starts slowly)."""
+    servers = [
+        start_server(service, f"{service}-{n}", env, log_dir, start_timeout)
+        for n in range(1, count + 1)
+    ]
     try:
         yield servers
     finally:
