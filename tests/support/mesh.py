@@ -66,7 +66,11 @@ def wait_serving(address: str, timeout: float = 15.0) -> None:
 
 
 def start_server(
-    service: str, instance_id: str, env: Mapping[str, str], log_dir: Path
+    service: str,
+    instance_id: str,
+    env: Mapping[str, str],
+    log_dir: Path,
+    start_timeout: float = 30.0,
 ) -> ServerProcess:
     """`blueprint serve SERVICE`, once it has bound its own ports and reported them."""
     log_path = log_dir / f"{instance_id}.log"
@@ -81,7 +85,7 @@ def start_server(
             stderr=subprocess.STDOUT,
         )
     try:
-        bound = wait_ready(process, ready_file, log_path, timeout=30.0)
+        bound = wait_ready(process, ready_file, log_path, timeout=start_timeout)
     except StartFailed as failed:
         process.kill()
         process.wait()
@@ -106,9 +110,13 @@ def stop(servers: Iterable[ServerProcess], timeout: float = 15.0) -> None:
 
 @contextmanager
 def running(
-    service: str, count: int, env: Mapping[str, str], log_dir: Path
+    service: str, count: int, env: Mapping[str, str], log_dir: Path, start_timeout: float = 15.0
 ) -> Iterator[list[ServerProcess]]:
-    servers = [start_server(service, f"{service}-{n}", env, log_dir) for n in range(1, count + 1)]
+    """`count` replicas, each given `start_timeout` to serve (a loaded machine starts slowly)."""
+    servers = [
+        start_server(service, f"{service}-{n}", env, log_dir, start_timeout)
+        for n in range(1, count + 1)
+    ]
     try:
         yield servers
     finally:

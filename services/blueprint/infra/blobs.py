@@ -6,7 +6,8 @@ directory, the default for one machine (`blueprint up`). Replicas on one machine
 the directory; replicas on several machines need a shared store behind the interface.
 
 Keys are relative paths of safe segments (`pastes/7kTq0xA2Bc`), checked here, so no
-key can reach outside the store's directory.
+key can reach outside the store's directory. A file system that fails (full, read-only,
+an unmounted share) raises `StoreUnavailable`, like any store that does not answer.
 """
 
 from __future__ import annotations
@@ -19,7 +20,10 @@ import tempfile
 from pathlib import Path
 from typing import Protocol
 
+from blueprint.infra.outages import translated
+
 MAX_KEY_LENGTH = 512
+DEPENDENCY = "blobs"
 _SEGMENT = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$")
 
 
@@ -64,13 +68,19 @@ class LocalBlobStore:
         return self.root / check_key(key)
 
     async def put(self, key: str, data: bytes) -> None:
-        await asyncio.to_thread(self._put, self.path(key), bytes(data))
+        path = self.path(key)
+        with translated(DEPENDENCY):
+            await asyncio.to_thread(self._put, path, bytes(data))
 
     async def get(self, key: str) -> bytes:
-        return await asyncio.to_thread(self._get, self.path(key), key)
+        path = self.path(key)
+        with translated(DEPENDENCY):
+            return await asyncio.to_thread(self._get, path, key)
 
     async def delete(self, key: str) -> bool:
-        return await asyncio.to_thread(self._delete, self.path(key))
+        path = self.path(key)
+        with translated(DEPENDENCY):
+            return await asyncio.to_thread(self._delete, path)
 
     @staticmethod
     def _put(path: Path, data: bytes) -> None:

@@ -25,6 +25,7 @@ import grpc.aio
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
+from blueprint.mesh import idempotency
 from blueprint.mesh.endpoint import Endpoint
 from blueprint.mesh.methods import is_idempotent
 from blueprint.mesh.pool import EndpointPool
@@ -127,11 +128,16 @@ class CallRouter:
         return endpoint
 
     def _retry_delay(
-        self, error: grpc.aio.AioRpcError, retryable: bool, attempts: int, deadline: float
+        self,
+        error: grpc.aio.AioRpcError,
+        retryable: bool,
+        attempts: int,
+        deadline: float,
+        keyed: bool = False,
     ) -> float | None:
         trailers: Any = error.trailing_metadata()
         delay = self.policy.retry.delay_before_retry(
-            error.code(), trailers, idempotent=retryable, attempts_made=attempts
+            error.code(), trailers, idempotent=retryable, attempts_made=attempts, keyed=keyed
         )
         if delay is None or time.monotonic() + delay >= deadline:
             return None
@@ -223,22 +229,27 @@ class CallRouter:
         metadata: Metadata | None,
         **call_options: Any,
     ) -> Any:
-        """Unary-unary (retried when idempotent) and stream-unary (never retried)."""
+        """Unary-unary (retried when idempotent, or when it carries an idempotency key,
+        which the mesh fills in for methods that take one) and stream-unary (never
+        retried). Only idempotent calls are hedged."""
         started = time.monotonic()
         deadline = self._begin(path, timeout)
         span = self._start_span(path)
         code = grpc.StatusCode.UNKNOWN
         try:
             metadata = self._outgoing_metadata(metadata, span)
-            retryable = kind == "unary_unary" and is_idempotent(path)
-            if retryable and self.policy.hedge_after is not None:
+            keyed = False
+            if kind == "unary_unary":
+                request, keyed = idempotency.with_key(path, request)
+            idempotent = kind == "unary_unary" and is_idempotent(path)
+            if idempotent and self.policy.hedge_after is not None:
                 result = await self._hedged(
                     path, serializer, deserializer, request, deadline, metadata, call_options
                 )
             else:
                 result = await self._with_retries(
                     kind, path, serializer, deserializer, request, deadline, metadata,
-                    call_options, retryable, span,
+                    call_options, idempotent or keyed, span, keyed,
                 )  # fmt: skip
             code = grpc.StatusCode.OK
             return result
@@ -263,6 +274,7 @@ class CallRouter:
         call_options: dict[str, Any],
         retryable: bool,
         span: Any,
+        keyed: bool = False,
     ) -> Any:
         key = self._key(metadata)
         tried: set[str] = set()
@@ -276,7 +288,7 @@ class CallRouter:
                     metadata, call_options,
                 )  # fmt: skip
             except grpc.aio.AioRpcError as error:
-                delay = self._retry_delay(error, retryable, attempts, deadline)
+                delay = self._retry_delay(error, retryable, attempts, deadline, keyed)
                 if delay is None:
                     raise
                 tried.add(endpoint.instance_id)

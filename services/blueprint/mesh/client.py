@@ -23,15 +23,7 @@ StubT = TypeVar("StubT")
 
 
 def breaker_config(settings: Settings) -> BreakerConfig:
-    return BreakerConfig(
-        window=settings.breaker_window,
-        minimum_calls=max(1, settings.breaker_window // 2),
-        failure_rate=settings.breaker_failure_rate,
-        slow_call_rate=settings.breaker_slow_call_rate,
-        slow_call_seconds=settings.breaker_slow_call_seconds,
-        open_seconds=settings.breaker_open_seconds,
-        half_open_probes=settings.breaker_half_open_probes,
-    )
+    return BreakerConfig.from_settings(settings)
 
 
 def ejection_config(settings: Settings) -> EjectionConfig:

@@ -1,8 +1,8 @@
 """Domain errors and their one translation into gRPC statuses with rich details.
 
-Domain code raises these; the server runtime's error mapping turns them into
-statuses carrying `google.rpc` details (grpcio-status), so servicers never
-build statuses by hand.
+Domain code raises these, or the plain failures of `blueprint.errors`; the server
+runtime's error mapping (`status_for`) turns them into statuses carrying `google.rpc`
+details (grpcio-status), so servicers never build statuses by hand.
 """
 
 from __future__ import annotations
@@ -11,10 +11,13 @@ from collections.abc import Callable, Mapping
 from typing import TypeVar
 
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2, message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from blueprint.errors import Aborted, PreconditionFailed, StoreUnavailable
+
+ERROR_DOMAIN = "blueprint"
 T = TypeVar("T")
 
 
@@ -89,3 +92,69 @@ class FieldChecks:
     def raise_if_any(self) -> None:
         if self._violations:
             raise InvalidArgument(self._violations)
+
+
+def status_for(error: BaseException) -> grpc.Status | None:
+    """The status a handler's error answers with; None for a bug (the runtime: INTERNAL).
+
+    The one table from failures to statuses: domain errors carry their own, and each
+    plain failure of `blueprint.errors` is mapped here.
+    """
+    if isinstance(error, DomainError):
+        return error.to_status()
+    if isinstance(error, StoreUnavailable):
+        return _status(
+            code_pb2.UNAVAILABLE,
+            f"a data store did not answer ({error}); retry",
+            _retry_info(error.retry_after),
+            error_details_pb2.ErrorInfo(
+                reason="STORE_UNAVAILABLE",
+                domain=ERROR_DOMAIN,
+                metadata={"dependency": error.dependency},
+            ),
+        )
+    if isinstance(error, Aborted):
+        return _status(code_pb2.ABORTED, str(error), _retry_info(error.retry_after))
+    if isinstance(error, PreconditionFailed):
+        fields = [v for v in error.violations if v.field]
+        return _status(
+            code_pb2.FAILED_PRECONDITION,
+            str(error),
+            error_details_pb2.PreconditionFailure(
+                violations=[
+                    error_details_pb2.PreconditionFailure.Violation(
+                        type=v.type, subject=v.subject, description=v.description
+                    )
+                    for v in error.violations
+                ]
+            ),
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(
+                        field=v.field, description=v.description
+                    )
+                    for v in fields
+                ]
+            )
+            if fields
+            else None,
+        )
+    return None
+
+
+def _retry_info(seconds: float | None) -> error_details_pb2.RetryInfo | None:
+    if seconds is None:
+        return None
+    delay = duration_pb2.Duration()
+    delay.FromNanoseconds(max(0, round(seconds * 1e9)))
+    return error_details_pb2.RetryInfo(retry_delay=delay)
+
+
+def _status(code: int, text: str, *details: message.Message | None) -> grpc.Status:
+    packed = []
+    for detail in details:
+        if detail is not None:
+            any_detail = any_pb2.Any()
+            any_detail.Pack(detail)
+            packed.append(any_detail)
+    return rpc_status.to_status(status_pb2.Status(code=code, message=text, details=packed))

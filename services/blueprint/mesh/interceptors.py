@@ -4,9 +4,9 @@ Per incoming call, for all four RPC kinds: continue the caller's trace (W3C
 trace context from metadata) in a SERVER span, time the call into
 `rpc_server_call_duration_seconds` with a trace-id exemplar, count it in
 flight, record its deadline so outgoing calls inherit it, and turn a
-DomainError into its status with rich details (anything else is a bug:
-INTERNAL, logged). Request bytes that do not parse are INVALID_ARGUMENT
-(`decoding`), not grpcio's UNKNOWN.
+domain error or a plain failure (`blueprint.errors`) into its status with rich
+details through `mesh.errors.status_for` (anything else is a bug: INTERNAL, logged).
+Request bytes that do not parse are INVALID_ARGUMENT (`decoding`), not grpcio's UNKNOWN.
 
 Hand-written rather than opentelemetry-instrumentation-grpc: that package
 emits the pre-1.38 RPC conventions and its aio streaming interceptors have
@@ -28,7 +28,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
 from blueprint.mesh.decoding import refuse_undecodable, refuse_undecodable_stream, tolerant
-from blueprint.mesh.errors import DomainError
+from blueprint.mesh.errors import status_for
 from blueprint.mesh.resilience import deadlines
 from blueprint.mesh.telemetry import tracing
 from blueprint.mesh.telemetry.metrics import RpcMetrics
@@ -134,8 +134,9 @@ class _CallScope:
 
 
 async def _map_error(context: Context, error: Exception) -> None:
-    if isinstance(error, DomainError):
-        await context.abort_with_status(error.to_status())  # type: ignore[attr-defined]
+    status = status_for(error)
+    if status is not None:
+        await context.abort_with_status(status)  # type: ignore[attr-defined]
     chosen = _code_set(context)
     if chosen is not None and chosen is not grpc.StatusCode.OK:
         # The handler chose its status before raising: generated base classes answer a

@@ -164,6 +164,20 @@ class Settings(BaseSettings):
         description="a clock step back this small is waited out; larger refuses ids",
     )
 
+    # Idempotency keys of mutations (blueprint.infra.idempotency)
+    idempotency_lease_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        le=600,
+        description="a repeat is ABORTED this long while an attempt works; then it resumes",
+    )
+    idempotency_retention_seconds: float = Field(
+        default=86_400.0,
+        ge=60,
+        le=30 * 86_400,
+        description="a key's first answer is replayed this long (the guide: 24 h)",
+    )
+
     # Queues and workers (blueprint.infra.queue, `blueprint work NAME`)
     worker_handlers: dict[str, str] = Field(
         default_factory=dict,

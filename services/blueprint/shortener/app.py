@@ -4,6 +4,10 @@
 migrated), the Redis client (bounded pool, traced), the id generator's worker lease, the
 link cache, the click publisher, the blob store and the purge loop; `Shortener.aclose`
 closes them in reverse. A failure half-way closes what was opened.
+
+Each database engine and the Redis client has a guard (`blueprint.infra.guard`): a
+circuit breaker per dependency, calls bounded by the caller's deadline, and failures
+raised as `StoreUnavailable`, which the gRPC edge answers UNAVAILABLE.
 """
 
 from __future__ import annotations
@@ -12,25 +16,30 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import redis.asyncio as aioredis
 from alembic.script import ScriptDirectory
 from prometheus_client import CollectorRegistry, Counter
 
 from blueprint.infra.blobs import LocalBlobStore
 from blueprint.infra.cache import Cache, CacheMetrics, CachePolicy
+from blueprint.infra.guard import StoreGuards, StoreMetrics
+from blueprint.infra.idempotency import IdempotencyRecords
 from blueprint.infra.ids import IdGenerator
 from blueprint.infra.queue import WorkQueue
+from blueprint.infra.redis_client import GuardedRedis, guarded_redis
 from blueprint.infra.sql import ShardedDatabase, current_revision
 from blueprint.infra.sql.migrations import script_directory
 from blueprint.infra.sql.urls import shown
+from blueprint.mesh.resilience.breaker import BreakerConfig
 from blueprint.mesh.settings import Settings
 from blueprint.mesh.telemetry.instrumentation import Provider, instrument_redis_client
 from blueprint.shortener.checks import Limits
 from blueprint.shortener.clicks import ClickPublisher
 from blueprint.shortener.links import LinkService
+from blueprint.shortener.models import IDEMPOTENCY_RECORDS
 from blueprint.shortener.pastes import PasteService
 from blueprint.shortener.purge import PurgeLoop, PurgeReport
 from blueprint.shortener.store import ReadObserver, ShortenerStore
@@ -81,7 +90,7 @@ class ShortenerMetrics:
         self.store_reads.labels(what, shard, route).inc()
 
     def report(self, report: PurgeReport) -> None:
-        for kind in ("links", "pastes", "blobs", "receipts"):
+        for kind in ("links", "pastes", "blobs", "receipts", "idempotency_records"):
             self.purged.labels(kind).inc(getattr(report, kind))
 
 
@@ -101,23 +110,31 @@ def cache_policy(settings: Settings) -> CachePolicy:
     )
 
 
+def idempotency_records(settings: Settings, database: ShardedDatabase) -> IdempotencyRecords:
+    return IdempotencyRecords(
+        database,
+        IDEMPOTENCY_RECORDS,
+        lease=timedelta(seconds=settings.idempotency_lease_seconds),
+        retention=timedelta(seconds=settings.idempotency_retention_seconds),
+    )
+
+
 def blob_store(settings: Settings) -> LocalBlobStore:
     root = settings.shortener_blob_dir or Path(settings.state_dir) / "blobs" / SERVICE
     return LocalBlobStore(root)
 
 
-def redis_client(settings: Settings, url: str, tracer_provider: Provider | None) -> aioredis.Redis:
-    """Bytes in and out (the cache and queue need them), and a bounded pool: a burst
-    waits up to a timeout for a connection instead of opening thousands."""
-    pool = aioredis.BlockingConnectionPool.from_url(
+def redis_client(
+    settings: Settings, url: str, tracer_provider: Provider | None, guards: StoreGuards
+) -> GuardedRedis:
+    """Bytes in and out (the cache and queue need them), a bounded pool, guarded."""
+    client = guarded_redis(
         url,
+        dependency=f"{SERVICE}/redis",
+        guards=guards,
         max_connections=settings.shortener_redis_max_connections,
-        timeout=REDIS_TIMEOUT_SECONDS,
-        socket_timeout=REDIS_TIMEOUT_SECONDS,
-        socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
-        health_check_interval=10,
+        timeout_seconds=REDIS_TIMEOUT_SECONDS,
     )
-    client = aioredis.Redis(connection_pool=pool)
     if tracer_provider is not None:
         instrument_redis_client(client, tracer_provider)
     return client
@@ -158,11 +175,15 @@ async def open_shortener(
     """
     metrics = ShortenerMetrics(registry) if registry is not None else None
     observers = [o for o in (on_read, metrics.read if metrics else None) if o is not None]
+    guards = StoreGuards(
+        BreakerConfig.from_settings(settings),
+        metrics=StoreMetrics(registry) if registry is not None else None,
+    )
     async with contextlib.AsyncExitStack() as stack:
-        database = ShardedDatabase.from_settings(settings, SERVICE)
+        database = ShardedDatabase.from_settings(settings, SERVICE, guards=guards)
         stack.push_async_callback(database.dispose)
         await check_schema(database)
-        redis = redis_client(settings, redis_url, tracer_provider)
+        redis = redis_client(settings, redis_url, tracer_provider, guards)
         stack.push_async_callback(redis.aclose)
         ids = await stack.enter_async_context(IdGenerator.from_settings(settings, redis))
         cache: Cache[Any] = Cache(
@@ -181,12 +202,14 @@ async def open_shortener(
         )
         stack.push_async_callback(clicks.aclose)
         store = ShortenerStore(database, on_read=_fan_out(observers))
+        records = idempotency_records(settings, database)
         blobs = blob_store(settings)
         if settings.shortener_purge_interval_seconds > 0:
             purge = PurgeLoop(
                 store,
                 blobs,
                 redis,
+                records=records,
                 lease_key=f"{settings.redis_prefix}:{SERVICE}:purge-lease",
                 owner=instance_id,
                 interval_seconds=settings.shortener_purge_interval_seconds,
@@ -200,6 +223,7 @@ async def open_shortener(
             ids,
             cache=cache,
             clicks=clicks,
+            records=records,
             scheme=settings.shortener_code_scheme,
             salt=settings.shortener_hash_salt,
             # Longer than replicas lag (the read-your-writes window assumes the same).
@@ -208,7 +232,11 @@ async def open_shortener(
             ),
         )
         pastes = PasteService(
-            store, ids, blobs, inline_max_bytes=settings.shortener_paste_inline_max_bytes
+            store,
+            ids,
+            blobs,
+            inline_max_bytes=settings.shortener_paste_inline_max_bytes,
+            records=records,
         )
         shortener = Shortener(
             links, pastes, store, clicks, cache, Limits.from_settings(settings), stack.pop_all()

@@ -16,6 +16,7 @@ from google.protobuf import duration_pb2
 
 from blueprint.mesh import wellknown
 from blueprint.mesh.errors import FieldChecks
+from blueprint.mesh.idempotency import KEY_PATTERN, KEY_RULE
 from blueprint.shortener import aliases, codes, pastes, urls
 from blueprint.shortener.errors import Refused
 
@@ -53,6 +54,7 @@ class ShortenInput:
     url: str  # normalised
     alias: str | None
     ttl: timedelta | None
+    idempotency_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,18 +62,22 @@ class PasteInput:
     content: str
     language: str
     ttl: timedelta | None
+    idempotency_key: str | None = None
 
 
-def shorten(url: str, custom_alias: str, ttl: Lifetime, limits: Limits) -> ShortenInput:
+def shorten(
+    url: str, custom_alias: str, ttl: Lifetime, limits: Limits, idempotency_key: str = ""
+) -> ShortenInput:
     v = FieldChecks()
     normalised = v.check("url", lambda: urls.normalise(url, max_length=limits.max_url_length))
     alias = None
     if custom_alias:  # optional: empty means "generate a code"
         alias = v.check("custom_alias", lambda: aliases.check_alias(custom_alias))
     lifetime = v.check("ttl", lambda: _ttl(ttl, limits.max_ttl))
+    key = v.check("idempotency_key", lambda: _idempotency_key(idempotency_key))
     v.raise_if_any()
     assert normalised is not None
-    return ShortenInput(normalised, alias, lifetime)
+    return ShortenInput(normalised, alias, lifetime, key)
 
 
 def code(value: str) -> str:
@@ -113,14 +119,26 @@ def stats(value: str, days: int) -> tuple[str, int]:
     return checked, days or DEFAULT_STATS_DAYS
 
 
-def paste(content: str, language: str, ttl: Lifetime, limits: Limits) -> PasteInput:
+def paste(
+    content: str, language: str, ttl: Lifetime, limits: Limits, idempotency_key: str = ""
+) -> PasteInput:
     v = FieldChecks()
     v.check("content", lambda: pastes.check_content(content, limits.paste_max_bytes))
     checked_language = v.check("language", lambda: pastes.check_language(language))
     lifetime = v.check("ttl", lambda: _ttl(ttl, limits.max_ttl))
+    key = v.check("idempotency_key", lambda: _idempotency_key(idempotency_key))
     v.raise_if_any()
     assert checked_language is not None
-    return PasteInput(content, checked_language, lifetime)
+    return PasteInput(content, checked_language, lifetime, key)
+
+
+def _idempotency_key(value: str) -> str | None:
+    """None for no key (optional); the key if well formed."""
+    if not value:
+        return None
+    if not value.isascii() or not KEY_PATTERN.fullmatch(value):
+        raise Refused(KEY_RULE)
+    return value
 
 
 def _ttl(raw: Lifetime, max_ttl: timedelta) -> timedelta | None:

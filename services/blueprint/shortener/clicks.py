@@ -19,6 +19,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from blueprint.infra.queue import Priority, WorkQueue
+from blueprint.mesh.resilience import deadlines
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,8 @@ class ClickPublisher:
         task = asyncio.create_task(
             self._queue.publish(
                 CLICK_STREAM, click.payload(), priority=Priority.LOW, message_id=message_id
-            )
+            ),
+            context=deadlines.without_incoming(),  # outlives the Resolve that counted it
         )
         self._pending.add(task)
         task.add_done_callback(self._done)

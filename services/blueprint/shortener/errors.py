@@ -20,7 +20,6 @@ __all__ = [
     "CodesExhausted",
     "PermissionDenied",
     "Refused",
-    "Unavailable",
 ]
 
 LINK_TYPE = "blueprint.shortener.v1.Link"
@@ -72,9 +71,3 @@ class CodesExhausted(DomainError):
     """Every code the scheme allows for this URL is taken (hash scheme, popular URL)."""
 
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
-
-
-class Unavailable(DomainError):
-    """A database or Redis did not answer: worth retrying, maybe on another replica."""
-
-    code = grpc.StatusCode.UNAVAILABLE

@@ -16,21 +16,28 @@ Three writes keep the cache honest:
 One race is left open: a load of the code that read the row before the delete committed
 and writes its entry after the tombstone puts the link back until the entry's TTL. The
 window is one database read long, and only for a code being loaded as it is deleted.
+
+Shorten with an idempotency key runs once per key (`blueprint.infra.idempotency`). Its
+plan, made before anything is written, pins what a retry must reuse: the codes to try in
+order (with their link ids), the management token and the creation time. A resumed
+attempt walks the same codes; a row its own key wrote is its link, so however many
+attempts run, one link is stored and every one answers the same code and token.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, Literal, Protocol
 
-from redis.exceptions import RedisError
-
+from blueprint.errors import StoreUnavailable
 from blueprint.infra.cache import Cache, CacheWaitTimeout
+from blueprint.infra.idempotency import Keyed, Records, run_once
 from blueprint.mesh.errors import NotFound
 from blueprint.shortener import clicks, codes
 from blueprint.shortener.clicks import Click
@@ -40,11 +47,14 @@ from blueprint.shortener.records import ClickStats, DeleteOutcome, Link, utc_now
 log = logging.getLogger(__name__)
 
 CodeScheme = Literal["snowflake", "hash"]
+SHORTEN = "shortener.Shorten"  # the idempotency scope of Shorten's keys
 _TOMBSTONE = {"deleted": True}
 
 
 class LinkStore(Protocol):
-    async def insert_link(self, link: Link, token_hash: str) -> None: ...
+    async def insert_link(
+        self, link: Link, token_hash: str, idempotency_key: str | None = None
+    ) -> Link: ...
     async def find_link(self, code: str) -> Link | None: ...
     async def delete_link(self, code: str, token_hash: str, now: datetime) -> DeleteOutcome: ...
     async def click_stats(self, code: str, since: date) -> ClickStats: ...
@@ -61,7 +71,47 @@ class ClickSink(Protocol):
 @dataclass(frozen=True, slots=True)
 class Created:
     link: Link
-    management_token: str  # returned once; only its hash is stored
+    # Returned to the caller; the link row keeps only its hash (an idempotency record
+    # keeps the answer, token included, for replays until it expires).
+    management_token: str
+
+    def encode(self) -> bytes:
+        return json.dumps({"link": _to_cache(self.link), "token": self.management_token}).encode()
+
+    @staticmethod
+    def decode(data: bytes) -> Created:
+        fields = json.loads(data)
+        link = _from_cache(fields["link"])
+        assert link is not None
+        return Created(link, fields["token"])
+
+
+@dataclass(frozen=True, slots=True)
+class ShortenPlan:
+    """What every attempt of one Shorten request uses: codes to try in order, with
+    their link ids; the token; the creation time."""
+
+    candidates: tuple[tuple[int, str], ...]
+    token: str
+    created_at: datetime
+
+    def encode(self) -> bytes:
+        return json.dumps(
+            {
+                "candidates": self.candidates,
+                "token": self.token,
+                "created_at": self.created_at.isoformat(),
+            }
+        ).encode()
+
+    @staticmethod
+    def decode(data: bytes) -> ShortenPlan:
+        fields = json.loads(data)
+        return ShortenPlan(
+            tuple((int(link_id), str(code)) for link_id, code in fields["candidates"]),
+            fields["token"],
+            datetime.fromisoformat(fields["created_at"]),
+        )
 
 
 def hash_token(token: str) -> str:
@@ -76,6 +126,7 @@ class LinkService:
         *,
         cache: Cache[Any] | None = None,
         clicks: ClickSink | None = None,
+        records: Records | None = None,
         scheme: CodeScheme = "snowflake",
         salt: str = "",
         tombstone_seconds: float = 30.0,
@@ -87,24 +138,33 @@ class LinkService:
         self._ids = ids
         self._cache = cache
         self._clicks = clicks
+        self._records = records
         self._scheme = scheme
         self._salt = salt
         self._tombstone_seconds = tombstone_seconds
         self._clock = clock
 
-    async def shorten(self, url: str, alias: str | None, ttl: timedelta | None) -> Created:
-        """A new link to `url`; `CodeTaken` if `alias` is someone else's."""
-        now = self._clock()
-        expires_at = now + ttl if ttl is not None else None
-        token = secrets.token_urlsafe(24)
-        token_hash = hash_token(token)
-        if alias is not None:
-            link = Link(alias, await self._ids.next_id(), url, now, expires_at)
-            await self._store.insert_link(link, token_hash)
-        else:
-            link = await self._insert_generated(url, now, expires_at, token_hash)
-        await self._write_through(link.code, _to_cache(link), None)
-        return Created(link, token)
+    async def shorten(
+        self, url: str, alias: str | None, ttl: timedelta | None, keyed: Keyed | None = None
+    ) -> Created:
+        """A new link to `url`; `CodeTaken` if `alias` is someone else's.
+
+        With `keyed`, once per idempotency key: a repeat of the request answers the first
+        answer (PreconditionFailed for another request with the key, Aborted while
+        another attempt holds it).
+        """
+        plan = await self._plan(url, alias)
+        if keyed is None:
+            return await self._shorten_as_planned(plan, url, alias, ttl, None)
+        if self._records is None:
+            raise RuntimeError("LinkService needs records to take idempotency keys")
+
+        async def work(pinned: bytes) -> bytes:
+            planned = ShortenPlan.decode(pinned)
+            created = await self._shorten_as_planned(planned, url, alias, ttl, keyed.key)
+            return created.encode()
+
+        return Created.decode(await run_once(self._records, SHORTEN, keyed, plan.encode(), work))
 
     async def resolve(self, code: str, request_id: str = "") -> str:
         """The URL behind `code`; counts a click (in the background)."""
@@ -146,7 +206,7 @@ class LinkService:
             return await self._store.find_link(code)
         try:
             cached = await self._cache.get_or_load(code, lambda: self._load(code))
-        except (RedisError, CacheWaitTimeout) as error:
+        except (StoreUnavailable, CacheWaitTimeout) as error:
             # The cache spares the database; it is not needed to answer.
             log.warning("link cache unavailable, reading the database: %s", error)
             return await self._store.find_link(code)
@@ -161,36 +221,49 @@ class LinkService:
             return
         try:
             await self._cache.set(code, entry, ttl=ttl)
-        except RedisError as error:
+        except StoreUnavailable as error:
             # Not fatal: entries age out; until then a stale one may answer.
             log.warning("link cache not updated for %r: %s", code, error)
 
-    # -- generating codes -------------------------------------------------------------
+    # -- creating links ---------------------------------------------------------------
 
-    async def _insert_generated(
-        self, url: str, now: datetime, expires_at: datetime | None, token_hash: str
-    ) -> Link:
-        async for link_id, code in self._candidates(url):
-            link = Link(code, link_id, url, now, expires_at)
+    async def _plan(self, url: str, alias: str | None) -> ShortenPlan:
+        """Everything chosen up front (ids are cheap, and unused ones harmless)."""
+        token = secrets.token_urlsafe(24)
+        if alias is not None:
+            candidates = [(await self._ids.next_id(), alias)]
+        elif self._scheme == "hash":
+            link_id = await self._ids.next_id()
+            candidates = [(link_id, code) for code in codes.hash_codes(url, self._salt)]
+        else:
+            ids = [await self._ids.next_id() for _ in range(codes.MAX_SNOWFLAKE_ATTEMPTS)]
+            candidates = [(link_id, codes.snowflake_code(link_id)) for link_id in ids]
+        return ShortenPlan(tuple(candidates), token, self._clock())
+
+    async def _shorten_as_planned(
+        self,
+        plan: ShortenPlan,
+        url: str,
+        alias: str | None,
+        ttl: timedelta | None,
+        idempotency_key: str | None,
+    ) -> Created:
+        expires_at = plan.created_at + ttl if ttl is not None else None
+        token_hash = hash_token(plan.token)
+        for link_id, code in plan.candidates:
+            link = Link(code, link_id, url, plan.created_at, expires_at)
             try:
-                await self._store.insert_link(link, token_hash)
+                stored = await self._store.insert_link(link, token_hash, idempotency_key)
             except CodeTaken:
+                if alias is not None:
+                    raise
                 log.info("generated code taken; trying the next", extra={"code": code})
                 continue
-            return link
+            await self._write_through(stored.code, _to_cache(stored), None)
+            return Created(stored, plan.token)
         raise CodesExhausted(
             f"every code the {self._scheme} scheme tried for this url is taken; give a custom_alias"
         )
-
-    async def _candidates(self, url: str) -> AsyncIterator[tuple[int, str]]:
-        if self._scheme == "hash":
-            link_id = await self._ids.next_id()
-            for code in codes.hash_codes(url, self._salt):
-                yield link_id, code
-            return
-        for _ in range(codes.MAX_SNOWFLAKE_ATTEMPTS):
-            link_id = await self._ids.next_id()
-            yield link_id, codes.snowflake_code(link_id)
 
 
 def _to_cache(link: Link) -> dict[str, Any]:

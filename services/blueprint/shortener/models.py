@@ -1,41 +1,22 @@
 """The shortener's tables. Each shard holds the rows of the codes it owns (see store.py).
 
-Times are timestamps with time zone, always UTC in Python; SQLite has no such type, so
-`UtcDateTime` stores naive UTC there and hands back aware datetimes either way.
+Times are timestamps with time zone, always UTC in Python (`UtcDateTime`).
 """
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
-from typing import Any
+from datetime import date, datetime
 
-from sqlalchemy import BigInteger, CheckConstraint, Date, DateTime, Integer, String, Text
-from sqlalchemy.engine import Dialect
+from sqlalchemy import BigInteger, CheckConstraint, Date, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
-from sqlalchemy.types import TypeDecorator
+
+from blueprint.infra.idempotency import records_table
+from blueprint.infra.sql.types import UtcDateTime
 
 CODE_LENGTH = 32
+IDEMPOTENCY_KEY_LENGTH = 128
 URL_LENGTH = 65_536  # the column's limit; the service's (settings) is far lower
 MESSAGE_ID_LENGTH = 200
-
-
-class UtcDateTime(TypeDecorator[datetime]):
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("UtcDateTime needs an aware datetime")
-        value = value.astimezone(UTC)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
-
-    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        assert isinstance(value, datetime)
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 class Base(DeclarativeBase):
@@ -48,10 +29,13 @@ class LinkRow(Base):
     code: Mapped[str] = mapped_column(String(CODE_LENGTH), primary_key=True)
     id: Mapped[int] = mapped_column(BigInteger)
     url: Mapped[str] = mapped_column(String(URL_LENGTH))
-    # sha256 of the management token, hex; the token itself is never stored.
+    # sha256 of the management token, hex; the token itself is never stored here.
     token_hash: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime, index=True)
+    # The Shorten idempotency key that wrote the row (revision 0002): a resumed attempt
+    # of that request that meets this row knows it as its own.
+    idempotency_key: Mapped[str | None] = mapped_column(String(IDEMPOTENCY_KEY_LENGTH))
 
 
 class PasteRow(Base):
@@ -68,6 +52,7 @@ class PasteRow(Base):
     blob_key: Mapped[str | None] = mapped_column(String(512))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime, index=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(IDEMPOTENCY_KEY_LENGTH))
 
 
 class DailyClicksRow(Base):
@@ -88,3 +73,7 @@ class ClickReceiptRow(Base):
 
     message_id: Mapped[str] = mapped_column(String(MESSAGE_ID_LENGTH), primary_key=True)
     received_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+
+
+# Shorten's and CreatePaste's idempotency records (blueprint.infra.idempotency).
+IDEMPOTENCY_RECORDS = records_table(Base.metadata)

@@ -1,5 +1,5 @@
-"""Removing what has expired: links with their counts, pastes with their blobs, and
-click receipts older than any redelivery.
+"""Removing what has expired: links with their counts, pastes with their blobs, click
+receipts older than any redelivery, and idempotency records past their retention.
 
 Expired links and pastes already answer NOT_FOUND; purging reclaims their space and
 frees their codes (a custom alias can be taken again). Two ways to run it:
@@ -22,10 +22,10 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
-from sqlalchemy.exc import SQLAlchemyError
 
+from blueprint.errors import StoreUnavailable
 from blueprint.infra.blobs import BlobStore
+from blueprint.infra.idempotency import IdempotencyRecords
 from blueprint.shortener.records import utc_now
 from blueprint.shortener.store import ShortenerStore
 
@@ -45,6 +45,7 @@ class PurgeReport:
     pastes: int
     blobs: int
     receipts: int
+    idempotency_records: int = 0
 
 
 async def purge_expired(
@@ -55,9 +56,10 @@ async def purge_expired(
     batch: int = 500,
     grace: timedelta = GRACE,
     receipt_retention: timedelta = RECEIPT_RETENTION,
+    records: IdempotencyRecords | None = None,
 ) -> PurgeReport:
-    """Delete, on every shard, what expired before `now - grace`; in batches of `batch`
-    rows, each batch its own short transaction."""
+    """Delete, on every shard, what expired before `now - grace` (idempotency records:
+    when their retention ends); in batches of `batch` rows, each its own transaction."""
     cutoff = now - grace
     links = await store.purge_links(cutoff, batch)
     pastes, blob_keys = await store.purge_pastes(cutoff, batch)
@@ -65,7 +67,8 @@ async def purge_expired(
     for key in blob_keys:
         deleted_blobs += await blobs.delete(key)
     receipts = await store.purge_receipts(now - receipt_retention, batch)
-    return PurgeReport(links, pastes, deleted_blobs, receipts)
+    keys = await records.purge(now, batch) if records is not None else 0
+    return PurgeReport(links, pastes, deleted_blobs, receipts, keys)
 
 
 class PurgeLoop:
@@ -81,6 +84,7 @@ class PurgeLoop:
         owner: str,
         interval_seconds: float,
         batch: int,
+        records: IdempotencyRecords | None = None,
         on_report: Callable[[PurgeReport], None] | None = None,
         rng: random.Random | None = None,
     ) -> None:
@@ -93,6 +97,7 @@ class PurgeLoop:
         self._owner = owner
         self._interval = interval_seconds
         self._batch = batch
+        self._records = records
         self._on_report = on_report
         self._rng = rng or random.Random()
         self._task: asyncio.Task[None] | None = None
@@ -115,7 +120,9 @@ class PurgeLoop:
         )
         if not won:
             return None
-        report = await purge_expired(self._store, self._blobs, now=utc_now(), batch=self._batch)
+        report = await purge_expired(
+            self._store, self._blobs, now=utc_now(), batch=self._batch, records=self._records
+        )
         if self._on_report is not None:
             self._on_report(report)
         if any(asdict(report).values()):
@@ -128,25 +135,37 @@ class PurgeLoop:
             await asyncio.sleep(self._interval * (0.5 + self._rng.random() / 2))
             try:
                 await self.run_once()
-            except (RedisError, SQLAlchemyError, OSError) as error:
+            except StoreUnavailable as error:
                 log.warning("purge failed; trying again next interval: %s", error)
 
 
 def main() -> int:
     """`python -m blueprint.shortener.purge`: purge once with the environment's settings."""
+    from blueprint.infra.outages import translated
     from blueprint.infra.sql import ShardedDatabase
     from blueprint.mesh.settings import load_or_exit
-    from blueprint.shortener.app import SERVICE, SchemaNotReady, blob_store, check_schema
+    from blueprint.shortener.app import (
+        SERVICE,
+        SchemaNotReady,
+        blob_store,
+        check_schema,
+        idempotency_records,
+    )
 
     settings = load_or_exit()
 
     async def once() -> PurgeReport:
         database = ShardedDatabase.from_settings(settings, SERVICE)
         try:
-            await check_schema(database)
-            store = ShortenerStore(database)
-            batch = settings.shortener_purge_batch
-            return await purge_expired(store, blob_store(settings), now=utc_now(), batch=batch)
+            with translated(SERVICE):  # the schema check reads unguarded
+                await check_schema(database)
+            return await purge_expired(
+                ShortenerStore(database),
+                blob_store(settings),
+                now=utc_now(),
+                batch=settings.shortener_purge_batch,
+                records=idempotency_records(settings, database),
+            )
         finally:
             await database.dispose()
 
@@ -155,8 +174,8 @@ def main() -> int:
     except SchemaNotReady as error:
         print(f"shortener purge: {error}", file=sys.stderr)
         return 2
-    except (SQLAlchemyError, OSError) as error:
-        print(f"shortener purge: database unreachable: {error}", file=sys.stderr)
+    except StoreUnavailable as error:
+        print(f"shortener purge: a store did not answer: {error}", file=sys.stderr)
         return 1
     print(" ".join(f"{name}={count}" for name, count in asdict(report).items()))
     return 0

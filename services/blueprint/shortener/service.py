@@ -1,14 +1,15 @@
 """The Shortener servicer: request checks, domain calls, replies; nothing else.
 
-Domain errors become statuses in the server runtime (`DomainError.to_status`); here
-only the store's "code taken" becomes the field-naming ALREADY_EXISTS, and a data store
-that does not answer becomes UNAVAILABLE (retryable, unlike INTERNAL).
+Domain errors and plain failures become statuses in the server runtime
+(`mesh.errors.status_for`); here only the store's "code taken" becomes the field-naming
+ALREADY_EXISTS. A data store that does not answer raises `StoreUnavailable` from its
+guard (UNAVAILABLE, retryable); the few paths no guard covers are translated by the same
+classification (`infra.outages`) in `_serving`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
@@ -16,34 +17,20 @@ from typing import Any
 import grpc
 import grpc.aio
 from google.protobuf import timestamp_pb2
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-from sqlalchemy import exc as sql_errors
 
-from blueprint.infra.ids import WorkerLeaseLost
+from blueprint.infra.idempotency import Keyed
+from blueprint.infra.outages import translated
 from blueprint.infra.sql import caller_scope
+from blueprint.mesh.idempotency import body_digest
 from blueprint.mesh.server import Cleanup, ServiceSpec, ServingContext
 from blueprint.shortener import checks
 from blueprint.shortener.app import SERVICE, Shortener, open_shortener
-from blueprint.shortener.errors import AliasTaken, CodeTaken, Unavailable
+from blueprint.shortener.errors import AliasTaken, CodeTaken
 from blueprint.shortener.records import Link, Paste
 from blueprint.shortener.v1 import shortener_pb2 as pb
 from blueprint.shortener.v1 import shortener_pb2_grpc
 
-log = logging.getLogger(__name__)
-
 Context = grpc.aio.ServicerContext[Any, Any]
-
-# A store that does not answer: the caller may retry (the mesh does, for idempotent calls).
-_OUTAGES = (
-    sql_errors.OperationalError,
-    sql_errors.InterfaceError,
-    sql_errors.TimeoutError,
-    RedisConnectionError,
-    RedisTimeoutError,
-    WorkerLeaseLost,
-    OSError,
-)
 
 
 class ShortenerServicer(shortener_pb2_grpc.ShortenerServicer):
@@ -55,10 +42,13 @@ class ShortenerServicer(shortener_pb2_grpc.ShortenerServicer):
 
     async def Shorten(self, request: pb.ShortenRequest, context: Context) -> pb.ShortenResponse:
         ttl = _duration(request, "ttl")
-        wanted = checks.shorten(request.url, request.custom_alias, ttl, self._limits)
+        wanted = checks.shorten(
+            request.url, request.custom_alias, ttl, self._limits, request.idempotency_key
+        )
+        keyed = _keyed(request, wanted.idempotency_key)
         with self._serving(context):
             try:
-                created = await self._links.shorten(wanted.url, wanted.alias, wanted.ttl)
+                created = await self._links.shorten(wanted.url, wanted.alias, wanted.ttl, keyed)
             except CodeTaken:
                 raise AliasTaken("custom_alias", request.custom_alias) from None
         return pb.ShortenResponse(
@@ -99,9 +89,12 @@ class ShortenerServicer(shortener_pb2_grpc.ShortenerServicer):
         self, request: pb.CreatePasteRequest, context: Context
     ) -> pb.CreatePasteResponse:
         ttl = _duration(request, "ttl")
-        wanted = checks.paste(request.content, request.language, ttl, self._limits)
+        wanted = checks.paste(
+            request.content, request.language, ttl, self._limits, request.idempotency_key
+        )
+        keyed = _keyed(request, wanted.idempotency_key)
         with self._serving(context):
-            paste = await self._pastes.create(wanted.content, wanted.language, wanted.ttl)
+            paste = await self._pastes.create(wanted.content, wanted.language, wanted.ttl, keyed)
         return pb.CreatePasteResponse(paste=_paste(paste, ""))
 
     async def GetPaste(self, request: pb.GetPasteRequest, context: Context) -> pb.GetPasteResponse:
@@ -113,19 +106,18 @@ class ShortenerServicer(shortener_pb2_grpc.ShortenerServicer):
     @contextlib.contextmanager
     def _serving(self, context: Context) -> Iterator[None]:
         """Reads and writes count as the caller's (read-your-writes); outages are UNAVAILABLE."""
-        with caller_scope(self._caller(context)):
-            try:
-                yield
-            except _OUTAGES as error:
-                log.warning("a data store did not answer: %r", error)
-                why = f"a data store did not answer ({type(error).__name__})"
-                raise Unavailable(why) from error
+        with caller_scope(self._caller(context)), translated(SERVICE):
+            yield
 
     def _caller(self, context: Context) -> str | None:
         for key, value in context.invocation_metadata() or ():
             if key == self._caller_header and isinstance(value, str) and value:
                 return value[:256]
         return None
+
+
+def _keyed(request: Any, key: str | None) -> Keyed | None:
+    return None if key is None else Keyed(key, body_digest(request))
 
 
 def _duration(request: Any, field: str) -> checks.Lifetime:

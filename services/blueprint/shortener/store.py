@@ -15,17 +15,19 @@ from __future__ import annotations
 import hmac
 from collections.abc import Callable
 from datetime import date, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import delete, func, or_, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from blueprint.infra.sql import Database, ShardedDatabase
+from blueprint.infra.sql.types import insert_for
 from blueprint.shortener.errors import CodeTaken
 from blueprint.shortener.models import ClickReceiptRow, DailyClicksRow, LinkRow, PasteRow
 from blueprint.shortener.records import ClickStats, DailyClicks, DeleteOutcome, Link, Paste
+
+Row = TypeVar("Row", LinkRow, PasteRow)
 
 # Told of every read: what was read ("link", "paste", "stats"), the shard, and the
 # route the read took ("writer" or "replica-N"). Metrics and tests listen here.
@@ -39,8 +41,14 @@ class ShortenerStore:
 
     # -- links ------------------------------------------------------------------------
 
-    async def insert_link(self, link: Link, token_hash: str) -> None:
-        """Store a new link; `CodeTaken` when its code exists (race-safe: primary key)."""
+    async def insert_link(
+        self, link: Link, token_hash: str, idempotency_key: str | None = None
+    ) -> Link:
+        """Store a new link; `CodeTaken` when its code exists (race-safe: primary key).
+
+        With an idempotency key, a row that an earlier attempt with the same key wrote
+        is not "taken" but this link, already stored: it is returned as stored.
+        """
         row = LinkRow(
             code=link.code,
             id=link.id,
@@ -48,12 +56,18 @@ class ShortenerStore:
             token_hash=token_hash,
             created_at=link.created_at,
             expires_at=link.expires_at,
+            idempotency_key=idempotency_key,
         )
         try:
             async with self._shard(link.code).write() as session:
                 session.add(row)
         except IntegrityError as error:
+            if idempotency_key is not None:
+                ours = await self._written_by(LinkRow, link.code, idempotency_key)
+                if ours is not None:
+                    return _link(ours)
             raise CodeTaken(link.code) from error
+        return link
 
     async def find_link(self, code: str) -> Link | None:
         async with self._shard(code).read() as session:
@@ -90,7 +104,7 @@ class ShortenerStore:
         Returns False for a duplicate.
         """
         async with self._shard(code).write() as session:
-            insert = _insert_for(session)
+            insert = insert_for(session)
             receipt = (
                 insert(ClickReceiptRow)
                 .values(message_id=message_id, received_at=now)
@@ -129,7 +143,9 @@ class ShortenerStore:
 
     # -- pastes -----------------------------------------------------------------------
 
-    async def insert_paste(self, paste: Paste) -> None:
+    async def insert_paste(self, paste: Paste, idempotency_key: str | None = None) -> Paste:
+        """Store a new paste; `CodeTaken` when its code exists, unless an earlier attempt
+        with the same idempotency key wrote it (then it is returned as stored)."""
         row = PasteRow(
             code=paste.code,
             id=paste.id,
@@ -139,12 +155,18 @@ class ShortenerStore:
             blob_key=paste.blob_key,
             created_at=paste.created_at,
             expires_at=paste.expires_at,
+            idempotency_key=idempotency_key,
         )
         try:
             async with self._shard(paste.code).write() as session:
                 session.add(row)
         except IntegrityError as error:
+            if idempotency_key is not None:
+                ours = await self._written_by(PasteRow, paste.code, idempotency_key)
+                if ours is not None:
+                    return _paste(ours)
             raise CodeTaken(paste.code) from error
+        return paste
 
     async def find_paste(self, code: str) -> Paste | None:
         async with self._shard(code).read() as session:
@@ -223,6 +245,13 @@ class ShortenerStore:
 
     # -- helpers ----------------------------------------------------------------------
 
+    async def _written_by(self, model: type[Row], code: str, idempotency_key: str) -> Row | None:
+        """The row under `code` if the request with this key wrote it; read on the writer,
+        where that write committed."""
+        async with self._shard(code).write() as session:
+            row = await session.get(model, code)
+        return row if row is not None and row.idempotency_key == idempotency_key else None
+
     def _shard(self, code: str) -> Database:
         return self.database.for_key(code)
 
@@ -234,11 +263,6 @@ class ShortenerStore:
 
 def _live(expires_at: Any, now: datetime) -> Any:
     return or_(expires_at.is_(None), expires_at > now)
-
-
-def _insert_for(session: AsyncSession) -> Any:
-    # ON CONFLICT is dialect-specific SQL; PostgreSQL and SQLite both have it.
-    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
 
 
 def _link(row: LinkRow) -> Link:

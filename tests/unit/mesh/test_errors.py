@@ -4,7 +4,8 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2, status_pb2
 
-from blueprint.mesh.errors import FieldChecks, InvalidArgument, NotFound
+from blueprint.errors import Aborted, PreconditionFailed, StoreUnavailable, Violation
+from blueprint.mesh.errors import FieldChecks, InvalidArgument, NotFound, status_for
 
 
 def _status(status: grpc.Status) -> status_pb2.Status:
@@ -44,3 +45,38 @@ def test_field_checks_collect_every_violation_once() -> None:
 def test_an_invalid_argument_without_violations_is_a_bug() -> None:
     with pytest.raises(ValueError):
         InvalidArgument({})
+
+
+def test_a_store_that_did_not_answer_is_unavailable_with_when_to_retry() -> None:
+    status = status_for(StoreUnavailable("shortener/shard-0/writer", "reset", retry_after=2.5))
+    assert status is not None and status.code == grpc.StatusCode.UNAVAILABLE
+    retry, info = error_details_pb2.RetryInfo(), error_details_pb2.ErrorInfo()
+    details = _status(status).details
+    assert details[0].Unpack(retry) and details[1].Unpack(info)
+    assert retry.retry_delay.ToMilliseconds() == 2500
+    assert info.reason == "STORE_UNAVAILABLE"
+    assert info.metadata["dependency"] == "shortener/shard-0/writer"
+
+
+def test_an_attempt_in_flight_is_aborted_with_retry_info() -> None:
+    status = status_for(Aborted("another attempt is running", retry_after=0.75))
+    assert status is not None and status.code == grpc.StatusCode.ABORTED
+    retry = error_details_pb2.RetryInfo()
+    assert _status(status).details[0].Unpack(retry)
+    assert retry.retry_delay.ToMilliseconds() == 750
+
+
+def test_a_failed_precondition_names_its_violation_and_field() -> None:
+    violation = Violation("IDEMPOTENCY_KEY_REUSED", "idempotency_key k1", "other body", "key")
+    status = status_for(PreconditionFailed("key reused", [violation]))
+    assert status is not None and status.code == grpc.StatusCode.FAILED_PRECONDITION
+    failure, bad_request = error_details_pb2.PreconditionFailure(), error_details_pb2.BadRequest()
+    details = _status(status).details
+    assert details[0].Unpack(failure) and details[1].Unpack(bad_request)
+    assert failure.violations[0].type == "IDEMPOTENCY_KEY_REUSED"
+    assert bad_request.field_violations[0].field == "key"
+
+
+def test_anything_else_has_no_status_so_it_is_a_bug() -> None:
+    assert status_for(KeyError("x")) is None
+    assert status_for(NotFound("gone")).code == grpc.StatusCode.NOT_FOUND  # type: ignore[union-attr]

@@ -37,11 +37,14 @@ class Store:
         self.taken = set(taken)
         self.attempts: list[str] = []
 
-    async def insert_link(self, link: Link, token_hash: str) -> None:
+    async def insert_link(
+        self, link: Link, token_hash: str, idempotency_key: str | None = None
+    ) -> Link:
         self.attempts.append(link.code)
         if link.code in self.taken or link.code in self.links:
             raise CodeTaken(link.code)
         self.links[link.code] = link
+        return link
 
     async def find_link(self, code: str) -> Link | None:
         return self.links.get(code)
@@ -80,7 +83,7 @@ async def test_a_snowflake_code_squatted_by_an_alias_is_skipped_for_the_next_id(
     store = Store(taken={squatted})
     created = await service(store, ids=ids).shorten("https://example.com/", None, None)
     assert store.attempts == [squatted, created.link.code]
-    assert created.link.code == base62.encode(ids.next)
+    assert created.link.code == base62.encode(base62.decode(squatted) + 1)
 
 
 # --- hash --------------------------------------------------------------------------------

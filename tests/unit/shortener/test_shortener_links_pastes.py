@@ -40,8 +40,11 @@ class Store:
         self.since: date | None = None
         self.fail_paste_insert = False
 
-    async def insert_link(self, link: Link, token_hash: str) -> None:
+    async def insert_link(
+        self, link: Link, token_hash: str, idempotency_key: str | None = None
+    ) -> Link:
         self.links[link.code] = (link, token_hash)
+        return link
 
     async def find_link(self, code: str) -> Link | None:
         found = self.links.get(code)
@@ -60,10 +63,11 @@ class Store:
         self.since = since
         return ClickStats(3, [DailyClicks(since, 3)])
 
-    async def insert_paste(self, paste: Paste) -> None:
+    async def insert_paste(self, paste: Paste, idempotency_key: str | None = None) -> Paste:
         if self.fail_paste_insert:
             raise ConnectionError("database away")
         self.pastes[paste.code] = paste
+        return paste
 
     async def find_paste(self, code: str) -> Paste | None:
         return self.pastes.get(code)

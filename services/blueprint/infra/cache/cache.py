@@ -37,6 +37,7 @@ from blueprint.infra.cache.near import NearCache
 from blueprint.infra.cache.policy import CachePolicy, jittered_ttl, should_refresh_early
 from blueprint.infra.cache.serializers import JsonSerializer, SerializationError, Serializer
 from blueprint.infra.cache.singleflight import SingleFlight
+from blueprint.mesh.resilience import deadlines
 
 log = logging.getLogger(__name__)
 
@@ -228,7 +229,11 @@ class Cache(Generic[T]):
     ) -> None:
         if key in self._refreshes:
             return
-        task = asyncio.create_task(self._refresh(key, loader, ttl, seen_expiry, reason))
+        # Outlives the read that saw the entry aging, so not bound by that call's deadline.
+        task = asyncio.create_task(
+            self._refresh(key, loader, ttl, seen_expiry, reason),
+            context=deadlines.without_incoming(),
+        )
         self._refreshes[key] = task
         task.add_done_callback(lambda _: self._refreshes.pop(key, None))
 

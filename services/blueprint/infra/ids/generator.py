@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from blueprint.errors import StoreUnavailable
 from blueprint.infra.ids import base62
 from blueprint.infra.ids.lease import NoWorkerIdFree, WorkerLease
 from blueprint.infra.ids.snowflake import MsClock, Snowflake, wall_clock_ms
@@ -22,8 +23,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class WorkerLeaseLost(RuntimeError):
-    """No worker id is held right now, so no id can be made safely."""
+class WorkerLeaseLost(StoreUnavailable):
+    """No worker id is held right now, so no id can be made safely (UNAVAILABLE: the
+    lease comes back when Redis answers)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__("ids (worker id lease in Redis)", reason)
 
 
 class IdGenerator:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
+from blueprint.errors import StoreUnavailable
+from blueprint.infra.guard import StoreGuard, StoreGuards
 from blueprint.infra.sql.engines import EngineOptions, create_engine
 from blueprint.infra.sql.routing import Clock, ReadYourWrites, ReplicaRotation, current_caller
 from blueprint.infra.sql.urls import normalise_url, shown, sqlite_url
@@ -22,10 +25,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 WRITER = "writer"
-
-# What "unreachable" looks like at connect: refused/reset sockets, timeouts, and the
-# server refusing us (shutting down, too many clients, database gone).
-_UNREACHABLE = (OSError, TimeoutError, DBAPIError)
+# SQLite waits for another writer's lock for this share of what the write may take, so
+# it gives up with "database is locked" (UNAVAILABLE) before the write is cancelled: its
+# busy handler sleeps in steps of up to 100 ms, and the wait starts after the PRAGMA.
+_SQLITE_BUSY_SHARE = 0.75
 
 
 class Database:
@@ -40,6 +43,13 @@ class Database:
 
     Sessions say where they went in `session.info["route"]` ("writer" or "replica-N").
 
+    Every engine has a `StoreGuard` (dependency `<name>/writer`, `<name>/replica-N`): a
+    read or write must end within the incoming call's deadline (at most
+    `statement_timeout_seconds`), a database that does not answer raises
+    `StoreUnavailable`, and while an engine's breaker is open it is not called: reads
+    skip that replica, writes fail at once. On SQLite, each write also bounds its wait
+    for another writer's lock (busy timeout) by that deadline.
+
     Who wrote lately is known to this process only. A caller's next request usually
     reaches another replica of the service; to keep read-your-writes across them, have
     its clients send the caller as the mesh's hash key (`consistent_hash` balancer,
@@ -53,8 +63,10 @@ class Database:
         *,
         read_your_writes_seconds: float = 5.0,
         replica_retry_seconds: float = 5.0,
+        statement_timeout_seconds: float = 30.0,
         name: str = "db",
         clock: Clock | None = None,
+        guards: StoreGuards | None = None,
     ) -> None:
         self.writer = writer
         self.replicas = tuple(replicas)
@@ -62,6 +74,17 @@ class Database:
         clocks = {} if clock is None else {"clock": clock}
         self._recent_writers = ReadYourWrites(read_your_writes_seconds, **clocks)
         self._rotation = ReplicaRotation(len(self.replicas), replica_retry_seconds, **clocks)
+        self._sqlite = writer.dialect.name == "sqlite"
+        guards = guards or StoreGuards()
+        self.writer_guard, *replica_guards = (
+            guards.guard(
+                f"{name}/{route}",
+                ceiling_seconds=statement_timeout_seconds,
+                insist=not self._sqlite,
+            )
+            for route in [WRITER, *(f"replica-{i}" for i in range(len(self.replicas)))]
+        )
+        self.replica_guards = tuple(replica_guards)
 
     @classmethod
     def from_urls(
@@ -73,20 +96,26 @@ class Database:
         read_your_writes_seconds: float = 5.0,
         replica_retry_seconds: float = 5.0,
         name: str = "db",
+        guards: StoreGuards | None = None,
     ) -> Database:
         # Every URL is checked before any engine exists, so a typo fails whole.
         urls = [normalise_url(writer_url), *(normalise_url(u) for u in replica_urls)]
+        options = options or EngineOptions()
         engines = [create_engine(url, options) for url in urls]
         return cls(
             engines[0],
             engines[1:],
             read_your_writes_seconds=read_your_writes_seconds,
             replica_retry_seconds=replica_retry_seconds,
+            statement_timeout_seconds=options.command_timeout_seconds,
             name=name,
+            guards=guards,
         )
 
     @classmethod
-    def from_settings(cls, settings: Settings, service: str) -> Database:
+    def from_settings(
+        cls, settings: Settings, service: str, *, guards: StoreGuards | None = None
+    ) -> Database:
         """`settings.database_url` and its replicas, or the service's SQLite file."""
         if settings.database_url is None:
             if settings.database_replica_urls:
@@ -103,14 +132,21 @@ class Database:
             read_your_writes_seconds=settings.read_your_writes_seconds,
             replica_retry_seconds=settings.database_replica_retry_seconds,
             name=service,
+            guards=guards,
         )
 
     @asynccontextmanager
     async def write(self, caller: str | None = None) -> AsyncIterator[AsyncSession]:
         """A session in a transaction on the writer, committed when the block ends."""
-        async with AsyncSession(self.writer, expire_on_commit=False) as session:
+        until = self.writer_guard.deadline()
+        async with (
+            self.writer_guard.call(until),
+            AsyncSession(self.writer, expire_on_commit=False) as session,
+        ):
             session.info["route"] = WRITER
             async with session.begin():
+                if self._sqlite:
+                    await _bound_sqlite_busy_wait(session, until)
                 yield session
         # Only after the commit: a failed write pins no one.
         self.note_write(caller)
@@ -118,13 +154,17 @@ class Database:
     @asynccontextmanager
     async def read(self, caller: str | None = None) -> AsyncIterator[AsyncSession]:
         """A session on the engine this caller should read from (see the class doc)."""
-        route, connection = await self._connect_for_read(caller)
+        until = self.writer_guard.deadline()
+        route, guard, connection = await self._connect_for_read(caller, until)
         try:
-            async with AsyncSession(bind=connection, expire_on_commit=False) as session:
-                session.info["route"] = route
-                yield session
+            async with guard.attempt(until):
+                async with AsyncSession(bind=connection, expire_on_commit=False) as session:
+                    session.info["route"] = route
+                    yield session
+                await connection.close()  # within the deadline: the pool's reset talks to it
         finally:
-            await connection.close()
+            if not connection.closed:  # the read failed, or had no time left to start
+                await connection.close()
 
     def note_write(self, caller: str | None = None) -> None:
         """Pin `caller` to the writer, for writes made on `writer` without `write()`."""
@@ -150,12 +190,21 @@ class Database:
     def _caller(self, caller: str | None) -> str | None:
         return caller if caller is not None else current_caller.get()
 
-    async def _connect_for_read(self, caller: str | None) -> tuple[str, AsyncConnection]:
+    async def _connect_for_read(
+        self, caller: str | None, until: float
+    ) -> tuple[str, StoreGuard, AsyncConnection]:
+        """The first replica in turn that connects, else the writer; each connect is a
+        first step of its engine's guard (`read` records how the read went)."""
         if not self._recent_writers.pinned_to_writer(self._caller(caller)):
             for index in self._rotation.order():
+                guard = self.replica_guards[index]
+                if not guard.allows():
+                    continue  # its breaker is open: not even tried
                 try:
-                    return f"replica-{index}", await self.replicas[index].connect()
-                except _UNREACHABLE as error:
+                    guard.admit()
+                    async with guard.attempt(until, settle=False):
+                        connection = await self.replicas[index].connect()
+                except StoreUnavailable as error:
                     self._rotation.mark_down(index)
                     log.warning(
                         "database %s: replica-%d (%s) unreachable, skipped for a while: %s",
@@ -164,4 +213,15 @@ class Database:
                         shown(self.replicas[index].url),
                         error,
                     )
-        return WRITER, await self.writer.connect()
+                    continue
+                return f"replica-{index}", guard, connection
+        self.writer_guard.admit()
+        async with self.writer_guard.attempt(until, settle=False):
+            connection = await self.writer.connect()
+        return WRITER, self.writer_guard, connection
+
+
+async def _bound_sqlite_busy_wait(session: AsyncSession, until: float) -> None:
+    # A connection-level setting, so set on every write: the last one may have lowered it.
+    seconds = max(0.0, (until - time.monotonic()) * _SQLITE_BUSY_SHARE)
+    await session.execute(text(f"PRAGMA busy_timeout = {int(seconds * 1000)}"))

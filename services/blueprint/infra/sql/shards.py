@@ -14,6 +14,7 @@ import random
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from blueprint.infra.guard import StoreGuards
 from blueprint.infra.sql.database import Database
 from blueprint.infra.sql.engines import EngineOptions
 from blueprint.mesh.balancers.consistent_hash import ConsistentHash
@@ -50,8 +51,11 @@ class ShardedDatabase:
         self._index_of = {shard_name(i): i for i in range(len(self.shards))}
 
     @classmethod
-    def from_settings(cls, settings: Settings, service: str) -> ShardedDatabase:
-        """Shards from `database_shard_urls`; none set: one shard, `Database.from_settings`."""
+    def from_settings(
+        cls, settings: Settings, service: str, *, guards: StoreGuards | None = None
+    ) -> ShardedDatabase:
+        """Shards from `database_shard_urls`; none set: one shard, `Database.from_settings`.
+        `guards` makes each engine's breaker (default: the default policy, no metrics)."""
         writers = settings.database_shard_urls
         replicas = settings.database_shard_replica_urls
         if not writers:
@@ -59,7 +63,7 @@ class ShardedDatabase:
                 raise ValueError(
                     "BLUEPRINT_DATABASE_SHARD_REPLICA_URLS needs BLUEPRINT_DATABASE_SHARD_URLS"
                 )
-            return cls([Database.from_settings(settings, service)])
+            return cls([Database.from_settings(settings, service, guards=guards)])
         if len(replicas) > len(writers):
             raise ValueError(
                 f"BLUEPRINT_DATABASE_SHARD_REPLICA_URLS lists replicas for {len(replicas)} "
@@ -75,6 +79,7 @@ class ShardedDatabase:
                     read_your_writes_seconds=settings.read_your_writes_seconds,
                     replica_retry_seconds=settings.database_replica_retry_seconds,
                     name=f"{service}/{shard_name(i)}",
+                    guards=guards,
                 )
                 for i, writer in enumerate(writers)
             ]

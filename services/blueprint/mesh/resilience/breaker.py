@@ -14,6 +14,10 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from blueprint.mesh.settings import Settings
 
 
 class BreakerState(enum.Enum):
@@ -39,6 +43,19 @@ class BreakerConfig:
             raise ValueError("rates must be in (0, 1]")
         if self.open_seconds <= 0 or self.slow_call_seconds <= 0 or self.half_open_probes < 1:
             raise ValueError("open_seconds, slow_call_seconds > 0 and half_open_probes >= 1")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> BreakerConfig:
+        """The `BLUEPRINT_BREAKER_*` policy, shared by endpoint and store breakers."""
+        return cls(
+            window=settings.breaker_window,
+            minimum_calls=max(1, settings.breaker_window // 2),
+            failure_rate=settings.breaker_failure_rate,
+            slow_call_rate=settings.breaker_slow_call_rate,
+            slow_call_seconds=settings.breaker_slow_call_seconds,
+            open_seconds=settings.breaker_open_seconds,
+            half_open_probes=settings.breaker_half_open_probes,
+        )
 
 
 Listener = Callable[[BreakerState], None]

@@ -31,6 +31,15 @@ def reset_incoming(token: contextvars.Token[float | None]) -> None:
     _incoming_deadline.reset(token)
 
 
+def without_incoming() -> contextvars.Context:
+    """A copy of the current context with no incoming deadline, for a task that outlives
+    the call that starts it (`asyncio.create_task(work, context=without_incoming())`):
+    a task copies its creator's context, and would otherwise stop at that call's deadline."""
+    context = contextvars.copy_context()
+    context.run(_incoming_deadline.set, None)
+    return context
+
+
 def remaining_incoming() -> float | None:
     """Seconds left on the call being served, or None when there is no such call or deadline."""
     deadline = _incoming_deadline.get()

@@ -16,11 +16,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import grpc
+from google.protobuf.message import DecodeError
+from google.rpc import error_details_pb2, status_pb2
 
 # Codes that say the call did not happen or may safely happen again for an
 # idempotent method. DEADLINE_EXCEEDED is not here: the caller's time is spent.
 RETRYABLE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE})
 PUSHBACK_HEADER = "grpc-retry-pushback-ms"
+STATUS_DETAILS_HEADER = "grpc-status-details-bin"
 
 
 @dataclass(frozen=True)
@@ -52,16 +55,27 @@ class RetryPolicy:
         *,
         idempotent: bool,
         attempts_made: int,
+        keyed: bool = False,
     ) -> float | None:
-        """Seconds to wait before the next attempt, or None when not to retry at all."""
-        if not idempotent or attempts_made >= self.max_attempts or code not in RETRYABLE_CODES:
+        """Seconds to wait before the next attempt, or None when not to retry at all.
+
+        `keyed`: the call carries an idempotency key, so an ABORTED answer that says when
+        to come back (another attempt with the key is in flight) is retried then, and the
+        retry answers what that attempt did.
+        """
+        if not idempotent or attempts_made >= self.max_attempts:
+            return None
+        if keyed and code is grpc.StatusCode.ABORTED:
+            return retry_info_delay(trailing_metadata)
+        if code not in RETRYABLE_CODES:
             return None
         pushback = server_pushback(trailing_metadata)
         if isinstance(pushback, _Stop):
             return None
         if pushback is not None:
             return pushback
-        return self.backoff(attempts_made)
+        told = retry_info_delay(trailing_metadata)
+        return told if told is not None else self.backoff(attempts_made)
 
 
 class _Stop:
@@ -81,6 +95,23 @@ def server_pushback(metadata: Iterable[tuple[str, str | bytes]] | None) -> float
         if text.isdigit():
             return int(text) / 1000.0
         return STOP
+    return None
+
+
+def retry_info_delay(metadata: Iterable[tuple[str, str | bytes]] | None) -> float | None:
+    """The wait a status's `google.rpc.RetryInfo` detail asks for; None without one."""
+    for key, value in metadata or ():
+        if key != STATUS_DETAILS_HEADER or not isinstance(value, bytes):
+            continue
+        try:
+            status = status_pb2.Status.FromString(value)
+        except DecodeError:
+            return None
+        for detail in status.details:
+            info = error_details_pb2.RetryInfo()
+            if detail.Unpack(info):
+                seconds: float = info.retry_delay.ToNanoseconds() / 1e9
+                return max(0.0, seconds)
     return None
 
 

@@ -26,7 +26,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&blueprint/shortener/v1/shortener.proto\x12\x16\x62lueprint.shortener.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x81\x01\n\x04Link\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12.\n\ncreated_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"[\n\x0eShortenRequest\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\x14\n\x0c\x63ustom_alias\x18\x02 \x01(\t\x12&\n\x03ttl\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"W\n\x0fShortenResponse\x12*\n\x04link\x18\x01 \x01(\x0b\x32\x1c.blueprint.shortener.v1.Link\x12\x18\n\x10management_token\x18\x02 \x01(\t\"2\n\x0eResolveRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"\x1e\n\x0fResolveResponse\x12\x0b\n\x03url\x18\x01 \x01(\t\"\x1e\n\x0eGetLinkRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\"=\n\x0fGetLinkResponse\x12*\n\x04link\x18\x01 \x01(\x0b\x32\x1c.blueprint.shortener.v1.Link\";\n\x11\x44\x65leteLinkRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x18\n\x10management_token\x18\x02 \x01(\t\"\x14\n\x12\x44\x65leteLinkResponse\"-\n\x0fGetStatsRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ys\x18\x02 \x01(\x05\"j\n\x10GetStatsResponse\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x14\n\x0ctotal_clicks\x18\x02 \x01(\x03\x12\x32\n\x05\x64\x61ily\x18\x03 \x03(\x0b\x32#.blueprint.shortener.v1.DailyClicks\"*\n\x0b\x44\x61ilyClicks\x12\x0b\n\x03\x64\x61y\x18\x01 \x01(\t\x12\x0e\n\x06\x63licks\x18\x02 \x01(\x03\"\xac\x01\n\x05Paste\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x10\n\x08language\x18\x02 \x01(\t\x12\x12\n\nsize_bytes\x18\x03 \x01(\x03\x12.\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x63ontent\x18\x06 \x01(\t\"_\n\x12\x43reatePasteRequest\x12\x0f\n\x07\x63ontent\x18\x01 \x01(\t\x12\x10\n\x08language\x18\x02 \x01(\t\x12&\n\x03ttl\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"C\n\x13\x43reatePasteResponse\x12,\n\x05paste\x18\x01 \x01(\x0b\x32\x1d.blueprint.shortener.v1.Paste\"\x1f\n\x0fGetPasteRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\"@\n\x10GetPasteResponse\x12,\n\x05paste\x18\x01 \x01(\x0b\x32\x1d.blueprint.shortener.v1.Paste2\xc3\x05\n\tShortener\x12Z\n\x07Shorten\x12&.blueprint.shortener.v1.ShortenRequest\x1a\'.blueprint.shortener.v1.ShortenResponse\x12_\n\x07Resolve\x12&.blueprint.shortener.v1.ResolveRequest\x1a\'.blueprint.shortener.v1.ResolveResponse\"\x03\x90\x02\x02\x12_\n\x07GetLink\x12&.blueprint.shortener.v1.GetLinkRequest\x1a\'.blueprint.shortener.v1.GetLinkResponse\"\x03\x90\x02\x01\x12h\n\nDeleteLink\x12).blueprint.shortener.v1.DeleteLinkRequest\x1a*.blueprint.shortener.v1.DeleteLinkResponse\"\x03\x90\x02\x02\x12\x62\n\x08GetStats\x12\'.blueprint.shortener.v1.GetStatsRequest\x1a(.blueprint.shortener.v1.GetStatsResponse\"\x03\x90\x02\x01\x12\x66\n\x0b\x43reatePaste\x12*.blueprint.shortener.v1.CreatePasteRequest\x1a+.blueprint.shortener.v1.CreatePasteResponse\x12\x62\n\x08GetPaste\x12\'.blueprint.shortener.v1.GetPasteRequest\x1a(.blueprint.shortener.v1.GetPasteResponse\"\x03\x90\x02\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&blueprint/shortener/v1/shortener.proto\x12\x16\x62lueprint.shortener.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x81\x01\n\x04Link\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12.\n\ncreated_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"t\n\x0eShortenRequest\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\x14\n\x0c\x63ustom_alias\x18\x02 \x01(\t\x12&\n\x03ttl\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x17\n\x0fidempotency_key\x18\x04 \x01(\t\"W\n\x0fShortenResponse\x12*\n\x04link\x18\x01 \x01(\x0b\x32\x1c.blueprint.shortener.v1.Link\x12\x18\n\x10management_token\x18\x02 \x01(\t\"2\n\x0eResolveRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"\x1e\n\x0fResolveResponse\x12\x0b\n\x03url\x18\x01 \x01(\t\"\x1e\n\x0eGetLinkRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\"=\n\x0fGetLinkResponse\x12*\n\x04link\x18\x01 \x01(\x0b\x32\x1c.blueprint.shortener.v1.Link\";\n\x11\x44\x65leteLinkRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x18\n\x10management_token\x18\x02 \x01(\t\"\x14\n\x12\x44\x65leteLinkResponse\"-\n\x0fGetStatsRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ys\x18\x02 \x01(\x05\"j\n\x10GetStatsResponse\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x14\n\x0ctotal_clicks\x18\x02 \x01(\x03\x12\x32\n\x05\x64\x61ily\x18\x03 \x03(\x0b\x32#.blueprint.shortener.v1.DailyClicks\"*\n\x0b\x44\x61ilyClicks\x12\x0b\n\x03\x64\x61y\x18\x01 \x01(\t\x12\x0e\n\x06\x63licks\x18\x02 \x01(\x03\"\xac\x01\n\x05Paste\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x10\n\x08language\x18\x02 \x01(\t\x12\x12\n\nsize_bytes\x18\x03 \x01(\x03\x12.\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x63ontent\x18\x06 \x01(\t\"x\n\x12\x43reatePasteRequest\x12\x0f\n\x07\x63ontent\x18\x01 \x01(\t\x12\x10\n\x08language\x18\x02 \x01(\t\x12&\n\x03ttl\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x17\n\x0fidempotency_key\x18\x04 \x01(\t\"C\n\x13\x43reatePasteResponse\x12,\n\x05paste\x18\x01 \x01(\x0b\x32\x1d.blueprint.shortener.v1.Paste\"\x1f\n\x0fGetPasteRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\"@\n\x10GetPasteResponse\x12,\n\x05paste\x18\x01 \x01(\x0b\x32\x1d.blueprint.shortener.v1.Paste2\xc3\x05\n\tShortener\x12Z\n\x07Shorten\x12&.blueprint.shortener.v1.ShortenRequest\x1a\'.blueprint.shortener.v1.ShortenResponse\x12_\n\x07Resolve\x12&.blueprint.shortener.v1.ResolveRequest\x1a\'.blueprint.shortener.v1.ResolveResponse\"\x03\x90\x02\x02\x12_\n\x07GetLink\x12&.blueprint.shortener.v1.GetLinkRequest\x1a\'.blueprint.shortener.v1.GetLinkResponse\"\x03\x90\x02\x01\x12h\n\nDeleteLink\x12).blueprint.shortener.v1.DeleteLinkRequest\x1a*.blueprint.shortener.v1.DeleteLinkResponse\"\x03\x90\x02\x02\x12\x62\n\x08GetStats\x12\'.blueprint.shortener.v1.GetStatsRequest\x1a(.blueprint.shortener.v1.GetStatsResponse\"\x03\x90\x02\x01\x12\x66\n\x0b\x43reatePaste\x12*.blueprint.shortener.v1.CreatePasteRequest\x1a+.blueprint.shortener.v1.CreatePasteResponse\x12\x62\n\x08GetPaste\x12\'.blueprint.shortener.v1.GetPasteRequest\x1a(.blueprint.shortener.v1.GetPasteResponse\"\x03\x90\x02\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -46,37 +46,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LINK']._serialized_start=132
   _globals['_LINK']._serialized_end=261
   _globals['_SHORTENREQUEST']._serialized_start=263
-  _globals['_SHORTENREQUEST']._serialized_end=354
-  _globals['_SHORTENRESPONSE']._serialized_start=356
-  _globals['_SHORTENRESPONSE']._serialized_end=443
-  _globals['_RESOLVEREQUEST']._serialized_start=445
-  _globals['_RESOLVEREQUEST']._serialized_end=495
-  _globals['_RESOLVERESPONSE']._serialized_start=497
-  _globals['_RESOLVERESPONSE']._serialized_end=527
-  _globals['_GETLINKREQUEST']._serialized_start=529
-  _globals['_GETLINKREQUEST']._serialized_end=559
-  _globals['_GETLINKRESPONSE']._serialized_start=561
-  _globals['_GETLINKRESPONSE']._serialized_end=622
-  _globals['_DELETELINKREQUEST']._serialized_start=624
-  _globals['_DELETELINKREQUEST']._serialized_end=683
-  _globals['_DELETELINKRESPONSE']._serialized_start=685
-  _globals['_DELETELINKRESPONSE']._serialized_end=705
-  _globals['_GETSTATSREQUEST']._serialized_start=707
-  _globals['_GETSTATSREQUEST']._serialized_end=752
-  _globals['_GETSTATSRESPONSE']._serialized_start=754
-  _globals['_GETSTATSRESPONSE']._serialized_end=860
-  _globals['_DAILYCLICKS']._serialized_start=862
-  _globals['_DAILYCLICKS']._serialized_end=904
-  _globals['_PASTE']._serialized_start=907
-  _globals['_PASTE']._serialized_end=1079
-  _globals['_CREATEPASTEREQUEST']._serialized_start=1081
-  _globals['_CREATEPASTEREQUEST']._serialized_end=1176
-  _globals['_CREATEPASTERESPONSE']._serialized_start=1178
-  _globals['_CREATEPASTERESPONSE']._serialized_end=1245
-  _globals['_GETPASTEREQUEST']._serialized_start=1247
-  _globals['_GETPASTEREQUEST']._serialized_end=1278
-  _globals['_GETPASTERESPONSE']._serialized_start=1280
-  _globals['_GETPASTERESPONSE']._serialized_end=1344
-  _globals['_SHORTENER']._serialized_start=1347
-  _globals['_SHORTENER']._serialized_end=2054
+  _globals['_SHORTENREQUEST']._serialized_end=379
+  _globals['_SHORTENRESPONSE']._serialized_start=381
+  _globals['_SHORTENRESPONSE']._serialized_end=468
+  _globals['_RESOLVEREQUEST']._serialized_start=470
+  _globals['_RESOLVEREQUEST']._serialized_end=520
+  _globals['_RESOLVERESPONSE']._serialized_start=522
+  _globals['_RESOLVERESPONSE']._serialized_end=552
+  _globals['_GETLINKREQUEST']._serialized_start=554
+  _globals['_GETLINKREQUEST']._serialized_end=584
+  _globals['_GETLINKRESPONSE']._serialized_start=586
+  _globals['_GETLINKRESPONSE']._serialized_end=647
+  _globals['_DELETELINKREQUEST']._serialized_start=649
+  _globals['_DELETELINKREQUEST']._serialized_end=708
+  _globals['_DELETELINKRESPONSE']._serialized_start=710
+  _globals['_DELETELINKRESPONSE']._serialized_end=730
+  _globals['_GETSTATSREQUEST']._serialized_start=732
+  _globals['_GETSTATSREQUEST']._serialized_end=777
+  _globals['_GETSTATSRESPONSE']._serialized_start=779
+  _globals['_GETSTATSRESPONSE']._serialized_end=885
+  _globals['_DAILYCLICKS']._serialized_start=887
+  _globals['_DAILYCLICKS']._serialized_end=929
+  _globals['_PASTE']._serialized_start=932
+  _globals['_PASTE']._serialized_end=1104
+  _globals['_CREATEPASTEREQUEST']._serialized_start=1106
+  _globals['_CREATEPASTEREQUEST']._serialized_end=1226
+  _globals['_CREATEPASTERESPONSE']._serialized_start=1228
+  _globals['_CREATEPASTERESPONSE']._serialized_end=1295
+  _globals['_GETPASTEREQUEST']._serialized_start=1297
+  _globals['_GETPASTEREQUEST']._serialized_end=1328
+  _globals['_GETPASTERESPONSE']._serialized_start=1330
+  _globals['_GETPASTERESPONSE']._serialized_end=1394
+  _globals['_SHORTENER']._serialized_start=1397
+  _globals['_SHORTENER']._serialized_end=2104
 # @@protoc_insertion_point(module_scope)

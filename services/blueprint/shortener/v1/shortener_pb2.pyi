@@ -63,6 +63,7 @@ class ShortenRequest(_message.Message):
     URL_FIELD_NUMBER: _builtins.int
     CUSTOM_ALIAS_FIELD_NUMBER: _builtins.int
     TTL_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     url: _builtins.str
     """An http or https URL, at most 2048 characters (by default), without
     credentials, whitespace or control characters.
@@ -71,6 +72,11 @@ class ShortenRequest(_message.Message):
     """Optional: the code to use instead of a generated one. 3 to 32 ASCII
     letters, digits, '_' or '-'; not a reserved word (api, admin, health, ...).
     Case-sensitive, like generated codes.
+    """
+    idempotency_key: _builtins.str
+    """Optional: 1 to 128 ASCII letters, digits, '_', '-', ':' or '.'; a random
+    one (a UUID) per distinct request. See the service comment for what a
+    repeat with the same key answers. Empty: the call is not deduplicated.
     """
     @_builtins.property
     def ttl(self) -> _duration_pb2.Duration:
@@ -84,10 +90,11 @@ class ShortenRequest(_message.Message):
         url: _builtins.str = ...,
         custom_alias: _builtins.str = ...,
         ttl: _duration_pb2.Duration | None = ...,
+        idempotency_key: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["ttl", b"ttl"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["custom_alias", b"custom_alias", "ttl", b"ttl", "url", b"url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["custom_alias", b"custom_alias", "idempotency_key", b"idempotency_key", "ttl", b"ttl", "url", b"url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -365,12 +372,15 @@ class CreatePasteRequest(_message.Message):
     CONTENT_FIELD_NUMBER: _builtins.int
     LANGUAGE_FIELD_NUMBER: _builtins.int
     TTL_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     content: _builtins.str
     """UTF-8 text, 1 byte to 1 MiB (by default), without NUL characters."""
     language: _builtins.str
     """Optional: one of the known language names (lowercase), e.g. "python",
     "go", "json". Empty: "text".
     """
+    idempotency_key: _builtins.str
+    """Optional: as ShortenRequest.idempotency_key."""
     @_builtins.property
     def ttl(self) -> _duration_pb2.Duration:
         """Optional: how long the paste lives, 1 s to 3650 days (by default).
@@ -383,10 +393,11 @@ class CreatePasteRequest(_message.Message):
         content: _builtins.str = ...,
         language: _builtins.str = ...,
         ttl: _duration_pb2.Duration | None = ...,
+        idempotency_key: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["ttl", b"ttl"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "language", b"language", "ttl", b"ttl"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "idempotency_key", b"idempotency_key", "language", b"language", "ttl", b"ttl"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -39,6 +39,22 @@ class ShortenerStub:
 
     Bad requests answer INVALID_ARGUMENT with google.rpc.BadRequest field
     violations naming the request fields; nothing invalid is stored.
+
+    A data store that does not answer (or whose circuit breaker is open)
+    answers UNAVAILABLE, with google.rpc.RetryInfo when the service knows how
+    long to wait; nothing was changed that a retry would repeat.
+
+    Mutations take an idempotency key (the guide's Idempotency-Key): Shorten and
+    CreatePaste carry `idempotency_key`. Repeating a call with the same key and
+    the same request answers what the first call answered (the same code and
+    management token) and creates nothing more; the same key with a different
+    request answers FAILED_PRECONDITION (google.rpc.PreconditionFailure, and a
+    BadRequest naming `idempotency_key`); while another call with the key is
+    still being worked on, ABORTED with google.rpc.RetryInfo saying when to try
+    again. Keys are kept 24 hours; afterwards a key counts as new. Keys are one
+    namespace per method across all callers: use random ones (UUIDs). The mesh
+    fills in a fresh key when a caller leaves it empty, so mesh calls of these
+    methods are retried like idempotent ones.
     """
 
     def __init__(self, channel):
@@ -98,11 +114,28 @@ class ShortenerServicer:
 
     Bad requests answer INVALID_ARGUMENT with google.rpc.BadRequest field
     violations naming the request fields; nothing invalid is stored.
+
+    A data store that does not answer (or whose circuit breaker is open)
+    answers UNAVAILABLE, with google.rpc.RetryInfo when the service knows how
+    long to wait; nothing was changed that a retry would repeat.
+
+    Mutations take an idempotency key (the guide's Idempotency-Key): Shorten and
+    CreatePaste carry `idempotency_key`. Repeating a call with the same key and
+    the same request answers what the first call answered (the same code and
+    management token) and creates nothing more; the same key with a different
+    request answers FAILED_PRECONDITION (google.rpc.PreconditionFailure, and a
+    BadRequest naming `idempotency_key`); while another call with the key is
+    still being worked on, ABORTED with google.rpc.RetryInfo saying when to try
+    again. Keys are kept 24 hours; afterwards a key counts as new. Keys are one
+    namespace per method across all callers: use random ones (UUIDs). The mesh
+    fills in a fresh key when a caller leaves it empty, so mesh calls of these
+    methods are retried like idempotent ones.
     """
 
     def Shorten(self, request, context):
-        """Shorten stores a link and returns its code. Not safe to repeat: a retry
-        would create a second link (or meet its own custom alias as taken).
+        """Shorten stores a link and returns its code. Without an idempotency_key a
+        retry would create a second link (or meet its own custom alias as taken);
+        with one, a retry answers the first result.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -146,8 +179,8 @@ class ShortenerServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CreatePaste(self, request, context):
-        """CreatePaste stores a text paste. Not safe to repeat: a retry stores a
-        second paste.
+        """CreatePaste stores a text paste. Without an idempotency_key a retry
+        stores a second paste; with one, a retry answers the first result.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -220,6 +253,22 @@ class Shortener:
 
     Bad requests answer INVALID_ARGUMENT with google.rpc.BadRequest field
     violations naming the request fields; nothing invalid is stored.
+
+    A data store that does not answer (or whose circuit breaker is open)
+    answers UNAVAILABLE, with google.rpc.RetryInfo when the service knows how
+    long to wait; nothing was changed that a retry would repeat.
+
+    Mutations take an idempotency key (the guide's Idempotency-Key): Shorten and
+    CreatePaste carry `idempotency_key`. Repeating a call with the same key and
+    the same request answers what the first call answered (the same code and
+    management token) and creates nothing more; the same key with a different
+    request answers FAILED_PRECONDITION (google.rpc.PreconditionFailure, and a
+    BadRequest naming `idempotency_key`); while another call with the key is
+    still being worked on, ABORTED with google.rpc.RetryInfo saying when to try
+    again. Keys are kept 24 hours; afterwards a key counts as new. Keys are one
+    namespace per method across all callers: use random ones (UUIDs). The mesh
+    fills in a fresh key when a caller leaves it empty, so mesh calls of these
+    methods are retried like idempotent ones.
     """
 
     @staticmethod

@@ -40,6 +40,22 @@ class ShortenerStub:
 
     Bad requests answer INVALID_ARGUMENT with google.rpc.BadRequest field
     violations naming the request fields; nothing invalid is stored.
+
+    A data store that does not answer (or whose circuit breaker is open)
+    answers UNAVAILABLE, with google.rpc.RetryInfo when the service knows how
+    long to wait; nothing was changed that a retry would repeat.
+
+    Mutations take an idempotency key (the guide's Idempotency-Key): Shorten and
+    CreatePaste carry `idempotency_key`. Repeating a call with the same key and
+    the same request answers what the first call answered (the same code and
+    management token) and creates nothing more; the same key with a different
+    request answers FAILED_PRECONDITION (google.rpc.PreconditionFailure, and a
+    BadRequest naming `idempotency_key`); while another call with the key is
+    still being worked on, ABORTED with google.rpc.RetryInfo saying when to try
+    again. Keys are kept 24 hours; afterwards a key counts as new. Keys are one
+    namespace per method across all callers: use random ones (UUIDs). The mesh
+    fills in a fresh key when a caller leaves it empty, so mesh calls of these
+    methods are retried like idempotent ones.
     """
 
     @_typing.overload
@@ -47,8 +63,9 @@ class ShortenerStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> ShortenerAsyncStub: ...
     Shorten: _grpc.UnaryUnaryMultiCallable[_shortener_pb2.ShortenRequest, _shortener_pb2.ShortenResponse]
-    """Shorten stores a link and returns its code. Not safe to repeat: a retry
-    would create a second link (or meet its own custom alias as taken).
+    """Shorten stores a link and returns its code. Without an idempotency_key a
+    retry would create a second link (or meet its own custom alias as taken);
+    with one, a retry answers the first result.
     """
     Resolve: _grpc.UnaryUnaryMultiCallable[_shortener_pb2.ResolveRequest, _shortener_pb2.ResolveResponse]
     """Resolve returns the URL behind a code and counts a click. Marked
@@ -71,8 +88,8 @@ class ShortenerStub:
     to a consumer, so counts trail Resolve by a moment (eventually consistent).
     """
     CreatePaste: _grpc.UnaryUnaryMultiCallable[_shortener_pb2.CreatePasteRequest, _shortener_pb2.CreatePasteResponse]
-    """CreatePaste stores a text paste. Not safe to repeat: a retry stores a
-    second paste.
+    """CreatePaste stores a text paste. Without an idempotency_key a retry
+    stores a second paste; with one, a retry answers the first result.
     """
     GetPaste: _grpc.UnaryUnaryMultiCallable[_shortener_pb2.GetPasteRequest, _shortener_pb2.GetPasteResponse]
     """GetPaste returns a paste with its content."""
@@ -92,12 +109,29 @@ class ShortenerAsyncStub(ShortenerStub):
 
     Bad requests answer INVALID_ARGUMENT with google.rpc.BadRequest field
     violations naming the request fields; nothing invalid is stored.
+
+    A data store that does not answer (or whose circuit breaker is open)
+    answers UNAVAILABLE, with google.rpc.RetryInfo when the service knows how
+    long to wait; nothing was changed that a retry would repeat.
+
+    Mutations take an idempotency key (the guide's Idempotency-Key): Shorten and
+    CreatePaste carry `idempotency_key`. Repeating a call with the same key and
+    the same request answers what the first call answered (the same code and
+    management token) and creates nothing more; the same key with a different
+    request answers FAILED_PRECONDITION (google.rpc.PreconditionFailure, and a
+    BadRequest naming `idempotency_key`); while another call with the key is
+    still being worked on, ABORTED with google.rpc.RetryInfo saying when to try
+    again. Keys are kept 24 hours; afterwards a key counts as new. Keys are one
+    namespace per method across all callers: use random ones (UUIDs). The mesh
+    fills in a fresh key when a caller leaves it empty, so mesh calls of these
+    methods are retried like idempotent ones.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     Shorten: _aio.UnaryUnaryMultiCallable[_shortener_pb2.ShortenRequest, _shortener_pb2.ShortenResponse]  # type: ignore[assignment]
-    """Shorten stores a link and returns its code. Not safe to repeat: a retry
-    would create a second link (or meet its own custom alias as taken).
+    """Shorten stores a link and returns its code. Without an idempotency_key a
+    retry would create a second link (or meet its own custom alias as taken);
+    with one, a retry answers the first result.
     """
     Resolve: _aio.UnaryUnaryMultiCallable[_shortener_pb2.ResolveRequest, _shortener_pb2.ResolveResponse]  # type: ignore[assignment]
     """Resolve returns the URL behind a code and counts a click. Marked
@@ -120,8 +154,8 @@ class ShortenerAsyncStub(ShortenerStub):
     to a consumer, so counts trail Resolve by a moment (eventually consistent).
     """
     CreatePaste: _aio.UnaryUnaryMultiCallable[_shortener_pb2.CreatePasteRequest, _shortener_pb2.CreatePasteResponse]  # type: ignore[assignment]
-    """CreatePaste stores a text paste. Not safe to repeat: a retry stores a
-    second paste.
+    """CreatePaste stores a text paste. Without an idempotency_key a retry
+    stores a second paste; with one, a retry answers the first result.
     """
     GetPaste: _aio.UnaryUnaryMultiCallable[_shortener_pb2.GetPasteRequest, _shortener_pb2.GetPasteResponse]  # type: ignore[assignment]
     """GetPaste returns a paste with its content."""
@@ -140,6 +174,22 @@ class ShortenerServicer(metaclass=_abc_1.ABCMeta):
 
     Bad requests answer INVALID_ARGUMENT with google.rpc.BadRequest field
     violations naming the request fields; nothing invalid is stored.
+
+    A data store that does not answer (or whose circuit breaker is open)
+    answers UNAVAILABLE, with google.rpc.RetryInfo when the service knows how
+    long to wait; nothing was changed that a retry would repeat.
+
+    Mutations take an idempotency key (the guide's Idempotency-Key): Shorten and
+    CreatePaste carry `idempotency_key`. Repeating a call with the same key and
+    the same request answers what the first call answered (the same code and
+    management token) and creates nothing more; the same key with a different
+    request answers FAILED_PRECONDITION (google.rpc.PreconditionFailure, and a
+    BadRequest naming `idempotency_key`); while another call with the key is
+    still being worked on, ABORTED with google.rpc.RetryInfo saying when to try
+    again. Keys are kept 24 hours; afterwards a key counts as new. Keys are one
+    namespace per method across all callers: use random ones (UUIDs). The mesh
+    fills in a fresh key when a caller leaves it empty, so mesh calls of these
+    methods are retried like idempotent ones.
     """
 
     @_abc_1.abstractmethod
@@ -148,8 +198,9 @@ class ShortenerServicer(metaclass=_abc_1.ABCMeta):
         request: _shortener_pb2.ShortenRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_shortener_pb2.ShortenResponse, _abc.Awaitable[_shortener_pb2.ShortenResponse]]:
-        """Shorten stores a link and returns its code. Not safe to repeat: a retry
-        would create a second link (or meet its own custom alias as taken).
+        """Shorten stores a link and returns its code. Without an idempotency_key a
+        retry would create a second link (or meet its own custom alias as taken);
+        with one, a retry answers the first result.
         """
 
     @_abc_1.abstractmethod
@@ -202,8 +253,8 @@ class ShortenerServicer(metaclass=_abc_1.ABCMeta):
         request: _shortener_pb2.CreatePasteRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_shortener_pb2.CreatePasteResponse, _abc.Awaitable[_shortener_pb2.CreatePasteResponse]]:
-        """CreatePaste stores a text paste. Not safe to repeat: a retry stores a
-        second paste.
+        """CreatePaste stores a text paste. Without an idempotency_key a retry
+        stores a second paste; with one, a retry answers the first result.
         """
 
     @_abc_1.abstractmethod

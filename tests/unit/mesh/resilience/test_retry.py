@@ -6,10 +6,18 @@ import random
 import grpc
 import pytest
 from fake_clock import FakeClock
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import error_details_pb2, status_pb2
 from hypothesis import given
 from hypothesis import strategies as st
 
-from blueprint.mesh.resilience.retry import STOP, RetryBudget, RetryPolicy, server_pushback
+from blueprint.mesh.resilience.retry import (
+    STOP,
+    RetryBudget,
+    RetryPolicy,
+    retry_info_delay,
+    server_pushback,
+)
 
 UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
 
@@ -116,3 +124,43 @@ def test_bad_budget_parameters_are_refused() -> None:
         RetryBudget(ratio=1.5)
     with pytest.raises(ValueError):
         RetryBudget(window_seconds=0)
+
+
+def _retry_info(milliseconds: int) -> list[tuple[str, bytes]]:
+    delay = duration_pb2.Duration()
+    delay.FromMilliseconds(milliseconds)
+    detail = any_pb2.Any()
+    detail.Pack(error_details_pb2.RetryInfo(retry_delay=delay))
+    status = status_pb2.Status(code=10, message="in flight", details=[detail])
+    return [("grpc-status-details-bin", status.SerializeToString())]
+
+
+def test_retry_info_is_read_from_the_status_details() -> None:
+    assert retry_info_delay(_retry_info(1500)) == 1.5
+    assert retry_info_delay([("grpc-status-details-bin", b"\xff not a status")]) is None
+    assert retry_info_delay(None) is None
+
+
+def test_aborted_is_retried_as_told_only_for_a_keyed_call() -> None:
+    policy = RetryPolicy(max_attempts=3, rng=random.Random(1))
+    aborted, told = grpc.StatusCode.ABORTED, _retry_info(300)
+    assert (
+        policy.delay_before_retry(aborted, told, idempotent=True, attempts_made=1, keyed=True)
+        == 0.3
+    )
+    assert (
+        policy.delay_before_retry(aborted, (), idempotent=True, attempts_made=1, keyed=True) is None
+    )
+    assert policy.delay_before_retry(aborted, told, idempotent=True, attempts_made=1) is None
+    assert (
+        policy.delay_before_retry(aborted, told, idempotent=True, attempts_made=3, keyed=True)
+        is None
+    )
+
+
+def test_an_unavailable_store_saying_when_to_come_back_is_waited_for() -> None:
+    policy = RetryPolicy(max_attempts=3, rng=random.Random(1))
+    assert (
+        policy.delay_before_retry(UNAVAILABLE, _retry_info(800), idempotent=True, attempts_made=1)
+        == 0.8
+    )
