@@ -161,23 +161,24 @@ class PeakEwma(_RttEstimate):
 class ExpectedLatency:
     """How long a new call to the endpoint can expect to take, failures counted as slow.
 
-    cost = time per call x (calls in flight + 1), where the time per call is a
-    time-weighted average of each answer's latency divided by the calls that
-    were in flight with it. That quotient is Little's law: a replica answering
-    6 concurrent calls in 2 ms each gets through one every 0.33 ms, so a 7th
-    costs about 2.3 ms, while an idle replica that takes 20 ms costs 20 ms.
-    Finagle's and Linkerd's latency x (in flight + 1) multiplies the queue
-    into a latency that already contains it: with 6 calls each, two fast
-    replicas looked like 2 ms x 7 = 14 ms, close enough to the slow one's 20
-    to send it calls again. Dividing first, the cost is about the latency
-    either way: a replica that serves calls in parallel (sleeps, waits on I/O)
-    costs its latency whatever its queue, and one that serves them in turn
-    (CPU-bound) costs its service time x its queue.
+    cost = max(latency, time per call x (calls in flight + 1)), from two
+    time-weighted averages: the latency of its answers, and each answer's
+    latency divided by the calls that were in flight with it (Little's law:
+    a replica that answers 6 concurrent calls in 2 ms each gets through one
+    every 0.33 ms). The first term is the cost of a replica that serves calls
+    side by side (sleeps, waits on I/O): its queue does not slow it, so a busy
+    fast one still costs about 2 ms and an idle slow one 20 ms. The second is
+    the cost of one that serves them in turn (CPU-bound): its time per call
+    for each call queued. Finagle's and Linkerd's latency x (in flight + 1)
+    multiplies the queue into a latency that already contains it: two fast
+    replicas holding 6 calls each looked like 2 ms x 7 = 14 ms, close enough
+    to an idle slow one's 20 ms to send it calls again. The max also keeps a
+    slow replica that happens to hold many calls from looking cheap per call.
 
     A failed answer (see FAILURES) counts as a latency of at least
     `failure_penalty`, so a replica answering fast errors looks slow, not fast.
     A cancelled call (the caller gave up, a hedge lost) only says the call took
-    at least that long: it counts only if that raises the estimate.
+    at least that long: it counts only where that raises an estimate.
 
     Until its first answer an endpoint costs `initial` when idle, so fresh
     clients spread their first calls at random among equals; with a call
@@ -190,6 +191,7 @@ class ExpectedLatency:
     __slots__ = (
         "_clock",
         "_decay",
+        "_latency",
         "_measured",
         "_penalty",
         "_per_call",
@@ -206,7 +208,7 @@ class ExpectedLatency:
         clock: Clock = time.monotonic,
     ) -> None:
         self._decay = positive_seconds("decay_seconds", decay_seconds)
-        self._per_call = positive_seconds("initial_seconds", initial_seconds)
+        self._latency = self._per_call = positive_seconds("initial_seconds", initial_seconds)
         self._penalty = positive_seconds("failure_penalty_seconds", failure_penalty_seconds)
         self._clock = clock
         self._measured = False
@@ -223,30 +225,33 @@ class ExpectedLatency:
             self.outstanding = in_flight - 1
         else:
             in_flight = 1
-        rtt = _sample(rtt_seconds)
-        if code is None or code is grpc.StatusCode.OK:
-            sample = rtt / in_flight
-        elif code in FAILURES:
-            sample = max(rtt, self._penalty)
-        elif code is grpc.StatusCode.CANCELLED:
-            sample = rtt / in_flight
-            if self._measured and sample <= self._per_call:
-                return  # a lower bound below the estimate says nothing new
+        latency = _sample(rtt_seconds)
+        if code is not None and code in FAILURES:
+            latency = per_call = max(latency, self._penalty)
         else:
-            # The endpoint answered (a caller's mistake, a refusal by policy):
-            # it worked, and this is how fast.
-            sample = rtt / in_flight
+            # OK, or an answer that says the endpoint worked (a caller's
+            # mistake, a refusal by policy): this is how fast it was.
+            per_call = latency / in_flight
+            if code is grpc.StatusCode.CANCELLED and self._measured:
+                # Only a lower bound: it may raise an estimate, never lower one.
+                latency = max(latency, self._latency)
+                per_call = max(per_call, self._per_call)
         now = self._clock()
         if self._measured:
             # Weighted by the time since the last answer, not per call: the
-            # average spans the same stretch at any call rate, and a probe
+            # averages span the same stretch at any call rate, and a probe
             # after a long silence counts almost fully.
             elapsed = now - self.answered_at
-            weight = math.exp(-elapsed / self._decay) if elapsed > 0.0 else 1.0
-            self._per_call = self._per_call * weight + sample * (1.0 - weight)
+            old = math.exp(-elapsed / self._decay) if elapsed > 0.0 else 1.0
+            self._latency = self._latency * old + latency * (1.0 - old)
+            self._per_call = self._per_call * old + per_call * (1.0 - old)
         else:
-            self._per_call, self._measured = sample, True  # the default only stands in
+            # The default only stands in until the first answer.
+            self._latency, self._per_call, self._measured = latency, per_call, True
         self.answered_at = now
+
+    def latency_seconds(self) -> float:
+        return self._latency
 
     def per_call_seconds(self) -> float:
         return self._per_call
@@ -254,4 +259,5 @@ class ExpectedLatency:
     def cost(self) -> float:
         if self.outstanding and not self._measured:
             return self._penalty * self.outstanding
-        return self._per_call * (self.outstanding + 1)
+        queued = self._per_call * (self.outstanding + 1)
+        return queued if queued > self._latency else self._latency
