@@ -69,6 +69,7 @@ FAILING = "diag-failing"
 HEALTHY = "diag-fast"
 SLOWDOWN = 10.0
 FAILURE_RATE = 0.3
+ROUNDS = 4  # slices per algorithm, interleaved with the others'
 
 
 @dataclass(frozen=True)
@@ -111,37 +112,37 @@ def _settings(balancer: BalancerName, addresses: list[str], isolate: bool) -> Se
     return settings
 
 
-async def _measure_one(
-    balancer: BalancerName,
-    names: Mapping[str, str],
-    params: Parameters,
-    call_for: Callable[[DiagnosticsStub, Parameters], Callable[[], Awaitable[object]]],
-    isolate: bool = False,
-) -> Run:
-    addresses = list(names)
-    settings = _settings(balancer, addresses, isolate)
-    metrics = Metrics(CollectorRegistry())  # its pick counter tells attempts per replica
-    client = MeshClient(settings, StaticRegistry({"diag": addresses}), metrics=metrics)
-    try:
-        stub = client.stub("diag", DiagnosticsStub)
-        await client.wait_for_endpoints("diag", params.timeout_seconds)
-        sample = await closed_loop(
-            call_for(stub, params),
-            concurrency=params.concurrency,
-            warmup_seconds=params.warmup_seconds,
-            duration_seconds=params.duration_seconds,
-            served_by=_instance_id,
+class _Contender:
+    """One algorithm's own mesh client (no shared estimates or connections) and its results."""
+
+    def __init__(self, balancer: BalancerName, names: Mapping[str, str], isolate: bool) -> None:
+        addresses = list(names)
+        self.names = names
+        self.metrics = Metrics(CollectorRegistry())  # its pick counter tells attempts per replica
+        self.client = MeshClient(
+            _settings(balancer, addresses, isolate),
+            StaticRegistry({"diag": addresses}),
+            metrics=self.metrics,
         )
-    finally:
-        await client.close()
-    attempts = {
-        names[sample_.labels["endpoint"]]: sample_.value  # static endpoints are named by address
-        for family in metrics.registry.collect()
-        if family.name == "blueprint_mesh_picks"
-        for sample_ in family.samples
-        if sample_.name.endswith("_total")
-    }
-    return Run(sample, attempts)
+        self.stub = self.client.stub("diag", DiagnosticsStub)
+        self.slices: list[Sample] = []
+
+    def run(self) -> Run:
+        merged = Sample(window_seconds=sum(s.window_seconds for s in self.slices))
+        for piece in self.slices:
+            merged.latencies.extend(piece.latencies)
+            merged.errors += piece.errors
+            merged.served_by.update(piece.served_by)
+            merged.client_cpu_seconds += piece.client_cpu_seconds
+        attempts = {
+            # Static endpoints are named by their address.
+            self.names[sample.labels["endpoint"]]: sample.value
+            for family in self.metrics.registry.collect()
+            if family.name == "blueprint_mesh_picks"
+            for sample in family.samples
+            if sample.name.endswith("_total")
+        }
+        return Run(merged, attempts)
 
 
 def _instance_id(reply: object) -> str:
@@ -171,11 +172,32 @@ async def _measure(
     call_for: Callable[[DiagnosticsStub, Parameters], Callable[[], Awaitable[object]]],
     isolate: bool = False,
 ) -> dict[BalancerName, Run]:
-    runs: dict[BalancerName, Run] = {}
-    for balancer in algorithms:
-        progress(f"balancers: {label}, {balancer}, concurrency {params.concurrency}")
-        runs[balancer] = await _measure_one(balancer, names, params, call_for, isolate)
-    return runs
+    """Every algorithm in turn, in ROUNDS short slices each, so that all of them meet
+    the same bursts of load from the rest of the machine."""
+    contenders = {balancer: _Contender(balancer, names, isolate) for balancer in algorithms}
+    try:
+        for contender in contenders.values():
+            await contender.client.wait_for_endpoints("diag", params.timeout_seconds)
+        for round_ in range(ROUNDS):
+            progress(
+                f"balancers: {label}, concurrency {params.concurrency}, round {round_ + 1}/{ROUNDS}"
+            )
+            for contender in contenders.values():
+                # The first slice learns from scratch; later ones catch up on the
+                # seconds this client sat idle while the others ran.
+                warmup = params.warmup_seconds if round_ == 0 else params.warmup_seconds / 3
+                contender.slices.append(
+                    await closed_loop(
+                        call_for(contender.stub, params),
+                        concurrency=params.concurrency,
+                        warmup_seconds=warmup,
+                        duration_seconds=params.duration_seconds / ROUNDS,
+                        served_by=_instance_id,
+                    )
+                )
+    finally:
+        await asyncio.gather(*(c.client.close() for c in contenders.values()))
+    return {balancer: contender.run() for balancer, contender in contenders.items()}
 
 
 def _served_share(sample: Sample, instance_id: str) -> float:

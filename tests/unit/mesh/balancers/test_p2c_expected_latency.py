@@ -152,9 +152,7 @@ def test_a_cpu_bound_replica_costs_its_service_time_per_call_queued() -> None:
 # --- failures: a replica failing fast does not look fast ----------------------
 
 
-@pytest.mark.parametrize(
-    "code", [grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED]
-)
+@pytest.mark.parametrize("code", [grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED])
 @pytest.mark.parametrize("concurrency", [4, 12])
 @pytest.mark.parametrize("seed", range(3))
 def test_a_replica_failing_fast_on_30_percent_gets_under_five_percent(
