@@ -2,8 +2,10 @@
 
 Three diag replicas: `diag-slow` does its `Work` 10x slower, `diag-failing`
 answers 30 % of its `Echo` calls UNAVAILABLE (fast), `diag-fast` is healthy.
-Each algorithm drives the same closed-loop load through a fresh mesh client,
-so none inherits another's load estimates or connections.
+Each algorithm drives the same closed-loop load through a mesh client of its
+own, so none inherits another's load estimates or connections; they take
+turns in short slices, so all of them meet the same bursts of load from the
+rest of the machine, and their p99s can be compared in one run.
 
 Three scenarios, the default balancer's goals in brackets:
 
@@ -85,7 +87,8 @@ class Parameters:
 # 2 shared cores a 2 ms call's p99 is 25-40 ms, as long as a 20 ms slow
 # replica's, and no balancer can then shorten the tail. At 10 ms the slow
 # one takes 100 ms. CPU-bound, 2 ms is enough: the slow one's calls queue.
-SLEEP_LEVELS = (Parameters(concurrency=4, work_ms=10.0), Parameters(concurrency=12, work_ms=10.0))
+# 3 s, as a 10 ms call gives fewer samples for the p99 than a 2 ms one.
+SLEEP_LEVELS = tuple(Parameters(concurrency=c, work_ms=10.0, duration_seconds=3.0) for c in (4, 12))
 CPU_LEVELS = (Parameters(concurrency=4), Parameters(concurrency=12))
 QUICK_LEVELS = (Parameters(warmup_seconds=0.05, duration_seconds=0.2),)
 

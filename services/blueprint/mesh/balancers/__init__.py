@@ -143,7 +143,7 @@ def p2c_expected_latency(
     initial_seconds: float = 0.001,
     failure_penalty_seconds: float = 1.0,
     probe_seconds: float = 1.0,
-    probe_every: int = 200,
+    probe_every: int = 1000,
     rng: random.Random | None = None,
     clock: Clock | None = None,
 ) -> P2CExpectedLatency:
@@ -162,9 +162,13 @@ def p2c_expected_latency(
         slow. A replica failing 30 % of its calls then averages about 300 ms
         a call however fast it fails, as Linkerd plans for its P2C.
     probe_seconds, probe_every: a shunned, idle endpoint gets one call when
-        it has had none for 1 s and for 200 picks: at most 0.5 % of calls,
-        too few to reach the p99, and a recovered replica is seen again
-        within a few seconds.
+        it has had none for 1 s and for 1000 picks: at most 0.1 % of calls
+        per endpoint, so probes never reach the p99 (with 1 in 200, at ~230
+        calls/s in bench/balancers, the probes alone were 0.4 % of the calls
+        and, with the machine's own noise, enough to hold p99 at the slow
+        replica's latency). A recovered replica is seen again after about
+        three probes: within seconds for a client making a thousand calls a
+        second, longer for a quiet one, which loses little by waiting.
     rng: draws the two candidates (a fresh `random.Random()` by default).
     clock: `time.monotonic` by default; inject a fake one in tests.
     """
