@@ -71,7 +71,8 @@ FAILING = "diag-failing"
 HEALTHY = "diag-fast"
 SLOWDOWN = 10.0
 FAILURE_RATE = 0.3
-ROUNDS = 4  # slices per algorithm, interleaved with the others'
+ROUNDS = 8  # slices per algorithm, interleaved with the others'
+CATCH_UP_SECONDS = 0.05  # unrecorded calls at the start of each later slice
 
 
 @dataclass(frozen=True)
@@ -188,7 +189,7 @@ async def _measure(
             for contender in contenders.values():
                 # The first slice learns from scratch; later ones catch up on the
                 # seconds this client sat idle while the others ran.
-                warmup = params.warmup_seconds if round_ == 0 else params.warmup_seconds / 3
+                warmup = params.warmup_seconds if round_ == 0 else CATCH_UP_SECONDS
                 contender.slices.append(
                     await closed_loop(
                         call_for(contender.stub, params),

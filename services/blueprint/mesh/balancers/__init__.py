@@ -162,7 +162,7 @@ def p2c_expected_latency(
         slow. A replica failing 30 % of its calls then averages about 300 ms
         a call however fast it fails, as Linkerd plans for its P2C.
     probe_seconds, probe_every: a shunned, idle endpoint gets one call when
-        it has had none for 1 s and for 1000 picks: at most 0.1 % of calls
+        it has had no answer for 1 s and no call for 1000 picks: at most 0.1 % of calls
         per endpoint, so probes never reach the p99 (with 1 in 200, at ~230
         calls/s in bench/balancers, the probes alone were 0.4 % of the calls
         and, with the machine's own noise, enough to hold p99 at the slow

@@ -9,8 +9,8 @@ client spreads its first calls.
 A shunned endpoint's estimate never decays on its own (Finagle's decays
 toward zero while idle, which is its way of probing, and which handed a slow
 replica a share that grew with the idle time). Instead, when the loser of a
-comparison has had no call for `probe_seconds` and for `probe_every` picks,
-and has none in flight, it gets this one call: one probe at a time, at most
+comparison has no call in flight, no answer for `probe_seconds` and no call
+for `probe_every` picks, it gets this one call: one probe at a time, at most
 one in `probe_every` calls and one per `probe_seconds`, so a replica that
 recovers is re-learnt within a few probes and a slow one costs the tail
 almost nothing.
