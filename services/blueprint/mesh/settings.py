@@ -14,6 +14,7 @@ BalancerName = Literal[
     "least_connections",
     "least_response_time",
     "p2c_peak_ewma",
+    "p2c_expected_latency",
     "consistent_hash",
     "random",
 ]
@@ -75,7 +76,7 @@ class Settings(BaseSettings):
     )
 
     # Client
-    balancer: BalancerName = "p2c_peak_ewma"
+    balancer: BalancerName = "p2c_expected_latency"
     balancers: dict[str, BalancerName] = Field(
         default_factory=dict, description="per target service, overriding `balancer`"
     )
