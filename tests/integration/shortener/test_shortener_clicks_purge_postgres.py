@@ -24,7 +24,7 @@ from blueprint.shortener.purge import PurgeLoop, purge_expired
 from blueprint.shortener.records import utc_now
 from blueprint.shortener.v1 import shortener_pb2 as pb
 from blueprint.shortener.v1.shortener_pb2_grpc import ShortenerStub
-from blueprint.shortener.worker import click_handler
+from blueprint.shortener.worker import ClickCounter
 from support.postgres import PostgresServer, postgres_or_skip
 
 pytestmark = pytest.mark.redis
@@ -70,8 +70,8 @@ async def count_clicks(settings: Settings, app: Shortener) -> int:
         context = WorkerContext("shortener-clicks", "test", settings, redis, queue)
         async with spec.factory(context) as handler:
             consumer = Consumer(queue, spec.stream, spec.group, "test-1", handler)
-            while await consumer.run_once(block_seconds=0.1):
-                handled += 1
+            while taken := await consumer.run_once(block_seconds=0.1):
+                handled += taken
         return handled
     finally:
         await redis.aclose()
@@ -104,9 +104,10 @@ async def test_a_redelivered_click_is_not_counted_twice(
     link = await app.store.find_link("redelivered")
     assert link is not None
     payload = {"code": "redelivered", "link_id": link.id, "at": utc_now().isoformat()}
-    handle = click_handler(app.store)
+    counter = ClickCounter(app.store)
     for attempt in (1, 2):  # as after a crash between the commit and the acknowledgement
-        await handle(Message("m-1", payload, attempt, CLICK_STREAM, Priority.LOW, "1-0", 0.0))
+        message = Message("m-1", payload, attempt, CLICK_STREAM, Priority.LOW, "1-0", 0.0)
+        await counter.handle_batch([message])
     stats = await stub.GetStats(pb.GetStatsRequest(code="redelivered"))
     assert stats.total_clicks == 1
 

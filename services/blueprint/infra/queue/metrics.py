@@ -1,4 +1,4 @@
-"""Prometheus metrics of queue consumers: outcomes per message and handler time."""
+"""Prometheus metrics of queue consumers: outcomes per message, handler time, batches."""
 
 from __future__ import annotations
 
@@ -33,14 +33,32 @@ class QueueMetrics:
         }
         self._duration = Histogram(
             "blueprint_queue_handler_duration_seconds",
-            "Time handlers took, whatever their outcome",
+            "Time handler runs took (one message or one batch), whatever their outcome",
             ["stream", "group"],
             registry=registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
         )
+        self._batch = Histogram(
+            "blueprint_queue_batch_messages",
+            "Messages per handler run: 1 for a plain handler, up to the batch size otherwise",
+            ["stream", "group"],
+            registry=registry,
+            buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000),
+        )
+        self._splits = Counter(
+            "blueprint_queue_batch_splits",
+            "Batches whose handler failed, split in two to isolate the failing messages",
+            ["stream", "group"],
+            registry=registry,
+        )
 
-    def count(self, outcome: Outcome, stream: str, group: str) -> None:
-        self._counters[outcome].labels(stream, group).inc()
+    def count(self, outcome: Outcome, stream: str, group: str, messages: int = 1) -> None:
+        self._counters[outcome].labels(stream, group).inc(messages)
 
-    def observe(self, seconds: float, stream: str, group: str) -> None:
+    def observe(self, seconds: float, messages: int, stream: str, group: str) -> None:
+        """One handler run of `messages` messages that took `seconds`."""
         self._duration.labels(stream, group).observe(seconds)
+        self._batch.labels(stream, group).observe(messages)
+
+    def split(self, stream: str, group: str) -> None:
+        self._splits.labels(stream, group).inc()
