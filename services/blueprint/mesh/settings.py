@@ -222,6 +222,9 @@ class Settings(BaseSettings):
     queue_batch_size: int = Field(
         default=100, ge=1, le=1000, description="messages per run of a batch handler"
     )
+    queue_depth_interval_seconds: float = Field(
+        default=5.0, gt=0, le=300, description="how often a worker samples backlog, lag, DLQ"
+    )
     queue_batch_max_wait_seconds: float = Field(
         default=0.05, ge=0, le=10, description="how long a batch that is not full waits for more"
     )

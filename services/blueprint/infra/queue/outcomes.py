@@ -86,6 +86,11 @@ class Outcomes:
             self._acknowledge(tx, [d for d, _ in done])
             await tx.execute()
         self.count("processed", len(done))
+        if self._metrics is not None:
+            now_ms = self._now_ms()
+            for _, envelope in done:
+                seconds = (now_ms - envelope.published_at_ms) / 1000
+                self._metrics.lag(seconds, self._keys.stream, self._group)
 
     async def retry(
         self, d: Delivery, envelope: Envelope, delivery: int, delay_seconds: float, error: str
