@@ -123,15 +123,19 @@ class ShortenerStore:
         self, shard: Database, clicks: list[ReceivedClick], now: datetime
     ) -> int:
         first = {c.message_id: c for c in reversed(clicks)}  # one click per message id
+        # Core statements run with a list of parameters (executemany): compiled once and
+        # cached, where a multi-row VALUES would be compiled anew for every batch.
+        receipts_table = ClickReceiptRow.__table__
+        daily_table = DailyClicksRow.__table__
         async with shard.write() as session:
             insert = insert_for(session)
             receipts = (
-                insert(ClickReceiptRow)
-                .values([{"message_id": mid, "received_at": now} for mid in sorted(first)])
+                insert(receipts_table)
                 .on_conflict_do_nothing()
-                .returning(ClickReceiptRow.message_id)
+                .returning(receipts_table.c.message_id)
             )
-            fresh = [first[mid] for mid in await session.scalars(receipts)]
+            rows = [{"message_id": mid, "received_at": now} for mid in sorted(first)]
+            fresh = [first[mid] for mid in await session.scalars(receipts, rows)]
             if not fresh:
                 return 0
             codes = sorted({c.code for c in fresh})
@@ -141,17 +145,16 @@ class ShortenerStore:
             current: dict[str, int] = {code: link_id for code, link_id in links}
             per_day = Counter((c.code, c.day) for c in fresh if current.get(c.code) == c.link_id)
             if per_day:
-                count = insert(DailyClicksRow).values(
+                count = insert(daily_table)
+                await session.execute(
+                    count.on_conflict_do_update(
+                        index_elements=[daily_table.c.code, daily_table.c.day],
+                        set_={"clicks": daily_table.c.clicks + count.excluded.clicks},
+                    ),
                     [
                         {"code": code, "day": day, "clicks": n}
                         for (code, day), n in sorted(per_day.items())
-                    ]
-                )
-                await session.execute(
-                    count.on_conflict_do_update(
-                        index_elements=[DailyClicksRow.code, DailyClicksRow.day],
-                        set_={"clicks": DailyClicksRow.clicks + count.excluded.clicks},
-                    )
+                    ],
                 )
         return len(fresh)
 
