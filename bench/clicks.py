@@ -13,8 +13,12 @@ Side by side in one run, on one Redis and one database:
 3. The same worker with the default settings (batches), draining all that is left.
 
 A worker is timed from the moment it reports ready, over the clicks that left the
-stream (entries are deleted as they are acknowledged). At the end every link's count is checked
-against the clicks published: exactly once, or the run fails.
+stream (entries are deleted as they are acknowledged). Beside each rate, the CPU time
+the process spent per call or click (from /proc): on a shared, loaded machine the wall
+rates swing with the neighbours, while CPU per click against CPU per Resolve says
+whether a worker with a core of its own keeps up with three replicas with one each.
+At the end every link's count is checked against the clicks published: exactly once,
+or the run fails.
 """
 
 from __future__ import annotations
@@ -28,11 +32,12 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from pathlib import Path
 
 import grpc.aio
 import redis.asyncio as aioredis
 
-from bench.common import LOG_DIR, Sample, closed_loop, print_table, progress
+from bench.common import LOG_DIR, closed_loop, print_table, progress
 from blueprint.infra.queue import Priority, WorkQueue
 from blueprint.local.processes import ready_env, wait_ready
 from blueprint.shortener.clicks import CLICK_GROUP, CLICK_STREAM, Click
@@ -99,6 +104,11 @@ class Process:
             self.stop()
             raise
 
+    def cpu_seconds(self) -> float:
+        """User plus system CPU time so far (Linux /proc)."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.terminate()
@@ -122,16 +132,48 @@ async def _settled_backlog(queue: WorkQueue) -> int:
     return now
 
 
-async def _resolve(address: str, codes: list[str], params: ClickParameters) -> Sample:
+@dataclass(frozen=True)
+class Rate:
+    count: int  # calls or clicks
+    seconds: float
+    cpu_seconds: float  # of the process doing the work, over the same window
+
+    @property
+    def per_second(self) -> float:
+        return self.count / self.seconds
+
+    @property
+    def cpu_ms_each(self) -> float:
+        return self.cpu_seconds / self.count * 1000 if self.count else float("nan")
+
+    @property
+    def per_cpu_second(self) -> float:
+        return self.count / self.cpu_seconds if self.cpu_seconds else float("nan")
+
+
+async def _resolve(replica: Process, codes: list[str], params: ClickParameters) -> Rate:
     rng = random.Random(11)
-    async with grpc.aio.insecure_channel(address) as channel:
+    warmup = min(1.0, params.resolve_seconds / 5)
+    cpu: list[float] = []
+
+    async def cpu_meter() -> None:  # the replica's CPU over the measuring window only
+        await asyncio.sleep(warmup)
+        cpu.append(replica.cpu_seconds())
+        await asyncio.sleep(params.resolve_seconds)
+        cpu.append(replica.cpu_seconds())
+
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{replica.port}") as channel:
         stub = ShortenerStub(channel)
-        return await closed_loop(
-            lambda: stub.Resolve(pb.ResolveRequest(code=rng.choice(codes))),
-            concurrency=params.concurrency,
-            warmup_seconds=min(1.0, params.resolve_seconds / 5),
-            duration_seconds=params.resolve_seconds,
+        sample, _ = await asyncio.gather(
+            closed_loop(
+                lambda: stub.Resolve(pb.ResolveRequest(code=rng.choice(codes))),
+                concurrency=params.concurrency,
+                warmup_seconds=warmup,
+                duration_seconds=params.resolve_seconds,
+            ),
+            cpu_meter(),
         )
+    return Rate(sample.calls, sample.window_seconds, cpu[1] - cpu[0])
 
 
 async def _top_up(queue: WorkQueue, codes: list[str], link_ids: dict[str, int], count: int) -> int:
@@ -153,12 +195,12 @@ async def _top_up(queue: WorkQueue, codes: list[str], link_ids: dict[str, int], 
 
 async def _drain(
     queue: WorkQueue, env: Mapping[str, str], params: ClickParameters, seconds: float | None = None
-) -> tuple[int, float]:
-    """Start a worker: (clicks it counted, seconds it took), over the whole backlog or,
-    with `seconds`, over what it counted in that time (the rest is left waiting)."""
+) -> Rate:
+    """Start a worker: the clicks it counted, over the whole backlog or, with `seconds`,
+    over what it counted in that time (the rest is left waiting)."""
     worker = Process(["work", "shortener-clicks"], env, params.start_timeout_seconds)
     try:
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), worker.cpu_seconds()
         waiting = await _backlog(queue)
         until = started + (seconds if seconds is not None else float("inf"))
         while time.perf_counter() < until and (
@@ -168,7 +210,8 @@ async def _drain(
                 raise RuntimeError(f"the worker died: see {worker.log_path}")
             await asyncio.sleep(0.01)
         # Entries are deleted as they are acknowledged: what left the stream was counted.
-        return waiting - await _backlog(queue), time.perf_counter() - started
+        counted = waiting - await _backlog(queue)
+        return Rate(counted, time.perf_counter() - started, worker.cpu_seconds() - cpu)
     finally:
         worker.stop()
 
@@ -199,7 +242,7 @@ async def measure(
             params.start_timeout_seconds,
         )
         try:
-            resolve = await _resolve(f"127.0.0.1:{replica.port}", codes, params)
+            resolve = await _resolve(replica, codes, params)
         finally:
             replica.stop()
         from_resolve = await _settled_backlog(queue)
@@ -224,55 +267,85 @@ async def measure(
 
 
 def _report(
-    resolve: Sample,
-    from_resolve: int,
-    batched: tuple[int, float],
-    single: tuple[int, float],
-    counted: int,
+    resolve: Rate, from_resolve: int, batched: Rate, single: Rate, counted: int,
     params: ClickParameters,
-) -> dict[str, object]:
-    per_replica = resolve.throughput
-    target = per_replica * REPLICAS
-    batched_rate = batched[0] / batched[1]
-    single_rate = single[0] / single[1]
+) -> dict[str, object]:  # fmt: skip
+    target = resolve.per_second * REPLICAS
+    cpu_target = resolve.per_cpu_second * REPLICAS  # three replicas with a core each
+
+    def row(name: str, rate: Rate, vs: str, cpu_vs: str) -> list[str]:
+        return [
+            name,
+            f"{rate.count:,}",
+            f"{rate.per_second:,.0f}",
+            vs,
+            f"{rate.cpu_ms_each:.3f}",
+            f"{rate.per_cpu_second:,.0f}",
+            cpu_vs,
+        ]
+
     rows = [
-        ["Resolve, 1 replica (gRPC)", f"{resolve.calls:,}", f"{per_replica:,.0f}", ""],
-        [f"Resolve, {REPLICAS} replicas (x{REPLICAS})", "", f"{target:,.0f}", "1.00x"],
+        row("Resolve, 1 replica (gRPC)", resolve, "", ""),
         [
+            f"Resolve, {REPLICAS} replicas (x{REPLICAS})",
+            "",
+            f"{target:,.0f}",
+            "1.00x",
+            "",
+            f"{cpu_target:,.0f}",
+            "1.00x",
+        ],
+        row(
             "worker, batches (defaults)",
-            f"{batched[0]:,}",
-            f"{batched_rate:,.0f}",
-            f"{batched_rate / target:.2f}x",
-        ],
-        [
+            batched,
+            f"{batched.per_second / target:.2f}x",
+            f"{batched.per_cpu_second / cpu_target:.2f}x",
+        ),
+        row(
             "worker, one at a time",
-            f"{single[0]:,}",
-            f"{single_rate:,.0f}",
-            f"{single_rate / target:.2f}x",
-        ],
+            single,
+            f"{single.per_second / target:.2f}x",
+            f"{single.per_cpu_second / cpu_target:.2f}x",
+        ),
     ]
     print_table(
         f"Clicks: one click worker vs the Resolve calls that make its clicks"
         f" (concurrency {params.concurrency}, {params.resolve_seconds:g} s of Resolve)",
-        ["", "calls / clicks", "per second", f"vs {REPLICAS} replicas"],
+        [
+            "",
+            "calls / clicks",
+            "per second",
+            f"vs {REPLICAS} replicas",
+            "CPU ms each",
+            "per CPU-second",
+            f"vs {REPLICAS} replicas",
+        ],
         rows,
         [
             f"Each Resolve publishes a click; {REPLICAS} replicas make {REPLICAS}x the clicks of"
             " one, measured alone.",
             "Worker rows: a `blueprint work shortener-clicks` process draining a backlog;"
             f" {from_resolve:,} of its clicks came from the Resolve run.",
+            "per CPU-second: calls or clicks per second of the process's own CPU time; the"
+            " last column is what a worker with one core",
+            f"  does beside {REPLICAS} replicas with one core each (the database and Redis"
+            " not counted).",
             f"Counted exactly once: {counted:,} clicks published, {counted:,} counted.",
         ],
     )
     return {
-        "resolve_calls_per_second_per_replica": round(per_replica, 1),
+        "resolve_calls_per_second_per_replica": round(resolve.per_second, 1),
         "replicas": REPLICAS,
         "clicks_per_second_to_keep_up": round(target, 1),
-        "worker_clicks_per_second_batched": round(batched_rate, 1),
-        "worker_clicks_per_second_one_at_a_time": round(single_rate, 1),
-        "batched_over_replicas": round(batched_rate / target, 2),
-        "one_at_a_time_over_replicas": round(single_rate / target, 2),
-        "keeps_up": batched_rate >= target,
-        "resolve": resolve.summary(),
+        "worker_clicks_per_second_batched": round(batched.per_second, 1),
+        "worker_clicks_per_second_one_at_a_time": round(single.per_second, 1),
+        "batched_over_replicas": round(batched.per_second / target, 2),
+        "one_at_a_time_over_replicas": round(single.per_second / target, 2),
+        "keeps_up": batched.per_second >= target,
+        "cpu_ms_per_resolve": round(resolve.cpu_ms_each, 4),
+        "cpu_ms_per_click_batched": round(batched.cpu_ms_each, 4),
+        "cpu_ms_per_click_one_at_a_time": round(single.cpu_ms_each, 4),
+        "batched_over_replicas_per_cpu_second": round(batched.per_cpu_second / cpu_target, 2),
+        "one_at_a_time_over_replicas_per_cpu_second": round(single.per_cpu_second / cpu_target, 2),
         "clicks_counted": counted,
     }
