@@ -48,7 +48,7 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -316,12 +316,24 @@ class Consumer:
     async def _handle(self, d: Delivery) -> None:
         ready = await self._admit([d])
         if ready:
-            await self._settle(ready)
+            async with self._claims_kept(ready):
+                await self._settle(ready)
 
     async def _handle_batch(self, deliveries: list[Delivery]) -> None:
         ready = await self._admit(deliveries)
         if ready:
-            await self._run_batch(ready)
+            # Kept for the whole batch, halves included: a half that waits for the other
+            # half's runs is not taken over meanwhile.
+            async with self._claims_kept(ready):
+                await self._run_batch(ready)
+
+    @contextlib.asynccontextmanager
+    async def _claims_kept(self, batch: list[Ready]) -> AsyncIterator[None]:
+        keep_alive = asyncio.create_task(self._keep_alive([r.delivery for r in batch]))
+        try:
+            yield
+        finally:
+            keep_alive.cancel()
 
     async def _admit(self, deliveries: list[Delivery]) -> list[Ready]:
         """The deliveries to run; the others are settled here (dead letters, duplicates)
@@ -406,8 +418,7 @@ class Consumer:
             await self._outcomes.retry(d, envelope, delivery, delay, _describe(error))
 
     async def _attempt(self, run: Awaitable[None], batch: list[Ready]) -> Exception | None:
-        """Await one handler run, keeping the batch's claims alive; its error, if any."""
-        keep_alive = asyncio.create_task(self._keep_alive([r.delivery for r in batch]))
+        """Await one handler run; its error, if any."""
         started = time.perf_counter()
         try:
             async with asyncio.timeout(self.options.handler_timeout_seconds):
@@ -416,7 +427,6 @@ class Consumer:
             self._outcomes.count("failed", len(batch))
             return exc
         finally:
-            keep_alive.cancel()
             if self._metrics is not None:
                 seconds = time.perf_counter() - started
                 self._metrics.observe(seconds, len(batch), self.stream, self.group)
