@@ -206,12 +206,13 @@ class Cache(Generic[T]):
         while True:
             lock = self._lock(key)
             if await lock.acquire():
-                self._locked("acquired")
                 try:
                     # The previous holder may have written it between our read and our lock.
                     cached = await self._read(full)
                     if cached is not None and self._clock() < cached[0].expiry:
+                        self._locked("waited")
                         return self._remember(full, cached, self._clock())
+                    self._locked("acquired")
                     return await self._load(full, loader, ttl, lock, "miss")
                 finally:
                     await self._release(lock)

@@ -13,8 +13,9 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 
 Lookup = Literal["near", "hit", "stale", "negative", "miss"]
 LoadReason = Literal["miss", "early", "stale"]
-# acquired: this caller loads; waited: another held it and its result was used;
-# timed_out: the holder took longer than the wait; busy: a refresh another already ran.
+# acquired: this caller took the lock and loads; waited: another caller loaded, and its
+# result was used; timed_out: the holder took longer than the wait; busy: a background
+# refresh found another already refreshing.
 LockOutcome = Literal["acquired", "waited", "timed_out", "busy"]
 
 
