@@ -25,6 +25,7 @@ from blueprint.infra.queue import (
     QueueMetrics,
     RetryPolicy,
     WorkQueue,
+    depth,
 )
 from support.clock import FakeClock
 from support.waiting import eventually
@@ -281,3 +282,42 @@ async def test_a_plain_handler_still_takes_one_message_at_a_time(queue: WorkQueu
     )
     assert [await consumer.run_once(block_seconds=0) for _ in range(4)] == [1, 1, 1, 0]
     assert seen == ids
+
+
+async def test_depth_is_sampled_from_redis_and_lag_measured_from_first_publish(
+    queue: WorkQueue, clock: FakeClock
+) -> None:
+    registry = CollectorRegistry()
+    metrics = QueueMetrics(registry)
+    ids = await publish(queue, 3)
+    await queue.publish(STREAM, {"urgent": True}, priority=Priority.HIGH)
+    await queue.publish(STREAM, {"later": True}, delay_seconds=60)
+    clock.advance(20)
+    await depth.sample(queue, STREAM, GROUP, metrics)
+
+    def gauge(name: str, **labels: str) -> float | None:
+        return registry.get_sample_value(name, {"stream": STREAM, **labels})
+
+    assert gauge("blueprint_queue_backlog", priority="normal") == 3
+    assert gauge("blueprint_queue_backlog", priority="high") == 1
+    assert gauge("blueprint_queue_pending", group=GROUP) == 0
+    assert gauge("blueprint_queue_delayed") == 1
+    assert gauge("blueprint_queue_dead_letters") == 0
+    assert gauge("blueprint_queue_oldest_message_age_seconds") == pytest.approx(20, abs=0.01)
+
+    handler = Batches()
+    consumer = Consumer(
+        queue, STREAM, GROUP, "c1", handler,
+        options=ConsumerOptions(block_seconds=0, batch_size=10, batch_max_wait_seconds=0),
+        metrics=metrics,
+    )  # fmt: skip
+    assert await consumer.run_once(block_seconds=0) == 4
+    assert set(ids) <= set(handler.committed) and len(handler.committed) == 4
+    labels = {"stream": STREAM, "group": GROUP}
+    assert registry.get_sample_value("blueprint_queue_lag_seconds_count", labels) == 4
+    assert registry.get_sample_value("blueprint_queue_lag_seconds_sum", labels) == pytest.approx(
+        80, abs=0.1
+    )  # four messages, each published 20 s before its commit
+    await depth.sample(queue, STREAM, GROUP, metrics)
+    assert gauge("blueprint_queue_backlog", priority="normal") == 0
+    assert gauge("blueprint_queue_oldest_message_age_seconds") == 0
