@@ -14,7 +14,7 @@ def test_quick_benchmarks_print_tables_and_write_results(tmp_path: Path) -> None
     env["BLUEPRINT_BENCH_RESULTS"] = str(tmp_path)
     result = subprocess.run(
         [sys.executable, "-m", "bench", "--quick"],
-        env=env, capture_output=True, text=True, timeout=120,
+        env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "mesh (round_robin) / raw throughput" in result.stdout
@@ -30,3 +30,8 @@ def test_quick_benchmarks_print_tables_and_write_results(tmp_path: Path) -> None
         assert figures["errors"] == 0 and figures["calls"] > 0
     goals = balancers["figures"]["goals"]
     assert {"sleep_slow_concurrency_4_p99_ratio", "failing_concurrency_4_share"} <= set(goals)
+
+    clicks = json.loads((tmp_path / "shortener.json").read_text())["figures"]["clicks"]
+    assert "Clicks: one click worker vs the Resolve calls" in result.stdout
+    assert clicks["resolve_calls_per_second_per_replica"] > 0
+    assert clicks["worker_clicks_per_second_batched"] > 0
