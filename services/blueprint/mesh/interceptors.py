@@ -16,6 +16,7 @@ also costs one layer per call instead of three.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import time
@@ -27,6 +28,7 @@ import grpc.aio
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
+from blueprint.mesh.admission import Admission, Ticket
 from blueprint.mesh.decoding import refuse_undecodable, refuse_undecodable_stream, tolerant
 from blueprint.mesh.errors import status_for
 from blueprint.mesh.resilience import deadlines
@@ -68,13 +70,20 @@ def _final_code(context: Context, raised: BaseException | None) -> grpc.StatusCo
     code = _code_set(context)
     if code is not None and code is not grpc.StatusCode.OK:
         return code
+    # grpc.aio ends a call whose caller gave up (deadline, cancel) by cancelling the
+    # handler's task, and context.cancelled() stays False: the time left tells which.
+    ended_by_caller = isinstance(raised, asyncio.CancelledError) or context.cancelled()
+    remaining = context.time_remaining()
+    expired = remaining is not None and remaining <= 0
     if raised is None:
-        return grpc.StatusCode.OK
-    if context.cancelled():
-        remaining = context.time_remaining()
-        expired = remaining is not None and remaining <= 0
+        # An answer finished after the deadline reached nobody.
+        return grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.OK
+    if ended_by_caller:
         return grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
     return grpc.StatusCode.UNKNOWN
+
+
+_CALLER_GONE = frozenset({grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED})
 
 
 class _CallScope:
@@ -109,7 +118,7 @@ class _CallScope:
                 },
             )
 
-    def exit(self, raised: BaseException | None) -> None:
+    def exit(self, raised: BaseException | None) -> grpc.StatusCode:
         owner = self._owner
         code = _final_code(self._context, raised)
         deadlines.reset_incoming(self._deadline_token)
@@ -127,6 +136,7 @@ class _CallScope:
             if code in _SERVER_ERRORS:
                 span.set_status(Status(StatusCode.ERROR, code.name))
             span.end()
+        return code
 
     @property
     def span(self) -> trace.Span | None:
@@ -147,9 +157,15 @@ async def _map_error(context: Context, error: Exception) -> None:
 
 
 class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
-    def __init__(self, tracer: Tracer | None, metrics: RpcMetrics | None) -> None:
+    def __init__(
+        self,
+        tracer: Tracer | None,
+        metrics: RpcMetrics | None,
+        admission: Admission | None = None,
+    ) -> None:
         self.tracer = tracer
         self.metrics = metrics
+        self.admission = admission
 
     async def intercept_service(
         self,
@@ -167,8 +183,11 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             "response_serializer": handler.response_serializer,
         }
         if handler.unary_unary is not None:
+            # Only unary calls are shed: a stream's lifetime says nothing about load.
+            admission = self.admission if self.admission and Admission.applies_to(method) else None
             return grpc.unary_unary_rpc_method_handler(
-                self._unary_response(method, handler.unary_unary, refuse_undecodable), **options
+                self._unary_response(method, handler.unary_unary, refuse_undecodable, admission),
+                **options,
             )
         if handler.stream_unary is not None:
             return grpc.stream_unary_rpc_method_handler(
@@ -190,13 +209,18 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             return self._stream_response(method, behaviour, decoded)
         return self._unary_response(method, behaviour, decoded)
 
-    def _unary_response(self, method: str, behaviour: Any, decoded: _Decoded) -> Any:
+    def _unary_response(
+        self, method: str, behaviour: Any, decoded: _Decoded, admission: Admission | None = None
+    ) -> Any:
         async def handle(request: Any, context: Context) -> Any:
             scope = _CallScope(self, method, context)
             scope.enter()
             raised: BaseException | None = None
+            ticket: Ticket | None = None
             try:
                 with trace.use_span(scope.span or trace.INVALID_SPAN, end_on_exit=False):
+                    if admission is not None:
+                        ticket = await admission.enter(method, context)
                     return await behaviour(decoded(request), context)
             except Exception as error:
                 raised = error
@@ -207,7 +231,9 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                 raised = error
                 raise
             finally:
-                scope.exit(raised)
+                code = scope.exit(raised)
+                if ticket is not None and admission is not None:
+                    admission.leave(ticket, dropped=code in _CALLER_GONE)
 
         return handle
 

@@ -35,6 +35,7 @@ from prometheus_client.process_collector import ProcessCollector
 
 from blueprint import __version__
 from blueprint.mesh import ready
+from blueprint.mesh.admission import Admission
 from blueprint.mesh.client import MeshClient
 from blueprint.mesh.discovery import Instance, Registry, open_registry
 from blueprint.mesh.interceptors import ServerInterceptor
@@ -120,6 +121,7 @@ class Runtime:
         self.server: grpc.aio.Server | None = None
         self.health = HealthServicer()
         self.mesh: MeshClient | None = None
+        self.admission: Admission | None = None
         self.tracer_provider: object | None = None
         self.port = 0
         self.metrics_port = 0
@@ -143,8 +145,11 @@ class Runtime:
         self.tracer_provider = provider
         tracer = tracing.tracer(provider) if settings.telemetry_enabled else None
         rpc_metrics = self.metrics.rpc if settings.telemetry_enabled else None
+        self.admission = Admission(
+            settings, self.metrics.admission if settings.telemetry_enabled else None
+        )
         self.server = grpc.aio.server(
-            interceptors=[ServerInterceptor(tracer, rpc_metrics)],
+            interceptors=[ServerInterceptor(tracer, rpc_metrics, self.admission)],
             options=_server_options(settings),
         )
         address = f"{settings.bind_host}:{settings.port}"

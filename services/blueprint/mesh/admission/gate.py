@@ -1,0 +1,203 @@
+"""The door every unary call passes: run now, wait briefly for a slot, or be shed.
+
+Calls over the limit wait in a bounded queue instead of being refused at
+once: a burst is smoothed, not punished. How long they may wait follows
+CoDel as Facebook applies it to request queues ("Fail at scale", 2015): while
+the queue empties now and then, it is a burst, and a call may wait up to
+`interval`; once the queue has not been empty for a whole `interval`, it is a
+standing queue, the server is overloaded, and a call may wait only `target`.
+In that state the newest call gets the next slot (adaptive LIFO): its caller
+still has most of its deadline, while the oldest are the likeliest to have
+given up, and they are shed first.
+
+A call whose deadline has passed never starts, waiting or not: nobody would
+read its answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import random
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from blueprint.mesh.admission.limit import GradientLimit
+
+
+class Verdict(enum.Enum):
+    ADMITTED = "admitted"
+    SHED = "shed"  # answer RESOURCE_EXHAUSTED with a time to come back
+    EXPIRED = "expired"  # answer DEADLINE_EXCEEDED; the handler never ran
+
+
+@dataclass(eq=False)
+class _Waiter:
+    future: asyncio.Future[Verdict]
+    enqueued: float
+    deadline: float  # on the gate's clock; inf without one
+    timer: asyncio.TimerHandle | None = field(default=None)
+    patience_is_deadline: bool = False  # the timer is the caller's deadline, not our wait
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """An admitted call; give it back with `AdmissionGate.leave`."""
+
+    method: str
+    started: float
+
+
+class AdmissionGate:
+    """Counts calls in flight against a `GradientLimit` and queues the rest."""
+
+    def __init__(
+        self,
+        limit: GradientLimit,
+        *,
+        queue_size: int = 100,
+        interval_seconds: float = 0.1,
+        target_seconds: float = 0.01,
+        retry_after_min_seconds: float = 0.05,
+        retry_after_max_seconds: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
+        if queue_size < 0:
+            raise ValueError("queue_size must be >= 0")
+        if not 0 < target_seconds <= interval_seconds:
+            raise ValueError("need 0 < target_seconds <= interval_seconds")
+        if not 0 < retry_after_min_seconds <= retry_after_max_seconds:
+            raise ValueError("need 0 < retry_after_min_seconds <= retry_after_max_seconds")
+        self.limit = limit
+        self._queue_size = queue_size
+        self._interval = interval_seconds
+        self._target = target_seconds
+        self._retry_min = retry_after_min_seconds
+        self._retry_max = retry_after_max_seconds
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._waiters: deque[_Waiter] = deque()
+        self._last_empty = clock()
+        self.in_flight = 0
+        self.shed_count = 0
+        self.expired_count = 0
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiters)
+
+    def overloaded(self) -> bool:
+        """A standing queue: not empty at any moment of the last `interval`."""
+        now = self._clock()
+        if not self._waiters:
+            self._last_empty = now
+            return False
+        return now - self._last_empty >= self._interval
+
+    def retry_after(self) -> float:
+        """When a shed caller should come back: about when the calls ahead of it would
+        have drained, jittered so that shed callers do not return together."""
+        queued = self.in_flight + len(self._waiters)
+        drain = self.limit.recent_latency * queued / self.limit.limit
+        seconds = min(self._retry_max, max(self._retry_min, drain))
+        return seconds * self._rng.uniform(0.5, 1.5)
+
+    async def enter(self, method: str, time_remaining: float | None) -> Verdict | Ticket:
+        """A ticket once the call may run, or why it may not."""
+        if time_remaining is not None and time_remaining <= 0:
+            self.expired_count += 1
+            return Verdict.EXPIRED
+        if not self._waiters and self.in_flight < self.limit.limit:
+            return self._admit(method)
+        self.overloaded()  # notes the moment the queue was last empty
+        if self._queue_size == 0:
+            return self._shed()
+        now = self._clock()
+        deadline = now + time_remaining if time_remaining is not None else float("inf")
+        waiter = _Waiter(asyncio.get_running_loop().create_future(), now, deadline)
+        if len(self._waiters) >= self._queue_size:
+            self._resolve(self._waiters.popleft(), Verdict.SHED)  # the oldest goes
+        self._waiters.append(waiter)
+        patience = self._target if self.overloaded() else self._interval
+        if time_remaining is not None and time_remaining <= patience:
+            patience = time_remaining
+            waiter.patience_is_deadline = True
+        waiter.timer = asyncio.get_running_loop().call_later(patience, self._give_up, waiter)
+        try:
+            verdict = await waiter.future
+        except asyncio.CancelledError:
+            # The caller went away while waiting (or just as it was admitted).
+            if waiter.future.done() and not waiter.future.cancelled():
+                if waiter.future.result() is Verdict.ADMITTED:
+                    self.in_flight -= 1
+                    self._grant()
+            else:
+                self._forget(waiter)
+            raise
+        if verdict is Verdict.ADMITTED:
+            return Ticket(method, self._clock())
+        if verdict is Verdict.SHED:
+            return self._shed()
+        self.expired_count += 1
+        return verdict
+
+    def leave(self, ticket: Ticket, *, dropped: bool = False) -> None:
+        """The call ended; `dropped` when its caller had gone (cancelled, expired)."""
+        self.in_flight -= 1
+        self.limit.record(
+            ticket.method,
+            self._clock() - ticket.started,
+            queueing=bool(self._waiters),
+            dropped=dropped,
+        )
+        self._grant()
+
+    def _admit(self, method: str) -> Ticket:
+        self.in_flight += 1
+        return Ticket(method, self._clock())
+
+    def _shed(self) -> Verdict:
+        self.shed_count += 1
+        return Verdict.SHED
+
+    def _grant(self) -> None:
+        """Hand free slots to waiters: the oldest in a burst, the newest when overloaded;
+        waiters past their deadline, or past `target` in overload, are let go."""
+        while self._waiters and self.in_flight < self.limit.limit:
+            overloaded = self.overloaded()
+            waiter = self._waiters.pop() if overloaded else self._waiters.popleft()
+            now = self._clock()
+            if now >= waiter.deadline:
+                self._resolve(waiter, Verdict.EXPIRED)
+            elif overloaded and now - waiter.enqueued > self._target:
+                self._resolve(waiter, Verdict.SHED)
+            else:
+                self.in_flight += 1
+                self._resolve(waiter, Verdict.ADMITTED)
+        if not self._waiters:
+            self._last_empty = self._clock()
+
+    def _give_up(self, waiter: _Waiter) -> None:
+        if waiter.future.done():
+            return
+        self._forget(waiter)
+        expired = waiter.patience_is_deadline or self._clock() >= waiter.deadline
+        self._resolve(waiter, Verdict.EXPIRED if expired else Verdict.SHED)
+
+    def _forget(self, waiter: _Waiter) -> None:
+        with contextlib.suppress(ValueError):  # already handed a verdict
+            self._waiters.remove(waiter)
+        if waiter.timer is not None:
+            waiter.timer.cancel()
+        if not self._waiters:
+            self._last_empty = self._clock()
+
+    def _resolve(self, waiter: _Waiter, verdict: Verdict) -> None:
+        if waiter.timer is not None:
+            waiter.timer.cancel()
+        if not waiter.future.done():
+            waiter.future.set_result(verdict)
