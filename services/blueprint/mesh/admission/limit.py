@@ -12,7 +12,11 @@ healthy server is worse than none):
 
 - Each method has its own no-load latency, the minimum of its recent calls
   (Vegas's and Envoy's minRTT), so one limit serves a 1 ms read and a 50 ms
-  computation alike: a sample is its latency over its own method's baseline.
+  computation alike: a sample is its latency over its own method's baseline
+  (plus a small slack, so microsecond methods are not judged on jitter). It
+  is learnt while calls do not queue; a server whose very first calls arrive
+  as a flood learns it only once the flood ebbs, and until then the floor,
+  the queue's CoDel timeouts and callers' deadlines are what protect it.
 - Samples are judged a window at a time, by their median, so one stall (a GC
   pause, a neighbour on the CPU) moves nothing.
 - The limit goes down only when both are true in a window: calls are
@@ -42,7 +46,10 @@ class MethodBaseline:
 
     Two buckets, current and previous: the minimum forgets a value after at
     most two periods, so a method that became slower for good (a bigger
-    table) is judged against its new normal, not its old best.
+    table) is judged against its new normal, not its old best. Only calls
+    that ran unqueued move time on (`loaded=False`): under a standing queue
+    every latency is a loaded one, and forgetting the no-load value then
+    would make overload look normal. A lower value is always taken.
     """
 
     __slots__ = ("_current", "_period", "_previous", "_started")
@@ -53,8 +60,8 @@ class MethodBaseline:
         self._current = math.inf
         self._previous = math.inf
 
-    def observe(self, latency: float, now: float) -> None:
-        if now - self._started >= self._period:
+    def observe(self, latency: float, now: float, *, loaded: bool = False) -> None:
+        if not loaded and now - self._started >= self._period:
             skipped = now - self._started >= 2 * self._period
             self._previous = math.inf if skipped else self._current
             self._current = math.inf
@@ -130,7 +137,7 @@ class GradientLimit:
         if baseline is None:
             baseline = self._baselines[method] = MethodBaseline(self._baseline_seconds, now)
         if not dropped:
-            baseline.observe(latency, now)
+            baseline.observe(latency, now, loaded=queueing)
         ratio = math.inf if dropped else latency / (baseline.value + self._slack)
         self._ratios.append(ratio)
         self._latency_sum += latency
@@ -147,7 +154,8 @@ class GradientLimit:
         if self._queueing:
             if ratio > self._tolerance:
                 factor = max(0.5, self._tolerance / ratio)
-                self._limit = max(float(self.min_limit), self._limit * factor)
+                # Cut from the limit in force, not its fraction: 2.9 x 0.8 must leave 2.
+                self._limit = max(float(self.min_limit), min(self._limit, self.limit) * factor)
             else:
                 # About +1 a window when small, +10 % when large: quick to find room.
                 step = max(1.0, 0.1 * self._limit)
