@@ -25,8 +25,11 @@ def _gate(clock: FakeClock, limit: int = 2, **options: float) -> AdmissionGate:
 
 async def _queued(gate: AdmissionGate, count: int) -> None:
     """Until `count` calls wait (each waiter enqueues on its first step)."""
-    while gate.waiting < count:
+    for _ in range(1000):
+        if gate.waiting >= count:
+            return
         await asyncio.sleep(0)
+    raise AssertionError(f"{gate.waiting} calls waiting, expected {count}")
 
 
 async def test_calls_under_the_limit_run_at_once() -> None:
