@@ -106,7 +106,9 @@ def _stop(servers: Sequence[DiagServer], grace_seconds: float = 10.0) -> None:
 
 
 @contextmanager
-def diag_servers(extra_env: Mapping[str, Mapping[str, str]]) -> Iterator[list[DiagServer]]:
+def diag_servers(
+    extra_env: Mapping[str, Mapping[str, str]], start_timeout_seconds: float = 20.0
+) -> Iterator[list[DiagServer]]:
     """One `blueprint serve diag` per instance id, with its extra env; all stopped on exit,
     whatever ends the block (an error, Ctrl-C)."""
     servers: list[DiagServer] = []
@@ -115,7 +117,7 @@ def diag_servers(extra_env: Mapping[str, Mapping[str, str]]) -> Iterator[list[Di
         for instance_id, extra in extra_env.items():
             servers.append(_spawn(instance_id, extra))
         for server in servers:
-            _wait_serving(server)
+            _wait_serving(server, start_timeout_seconds)
         yield servers
     finally:
         _stop(servers)

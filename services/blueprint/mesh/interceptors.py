@@ -226,6 +226,9 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                 raised = error
                 if _is_abort(error):
                     raise
+                if _caller_gone(error):
+                    raised = asyncio.CancelledError()
+                    raise raised from error
                 await _map_error(context, error)
             except BaseException as error:  # cancellation: the call ends, recorded as such
                 raised = error
@@ -250,6 +253,9 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                 raised = error
                 if _is_abort(error):
                     raise
+                if _caller_gone(error):
+                    raised = asyncio.CancelledError()
+                    raise raised from error
                 await _map_error(context, error)
             except BaseException as error:
                 raised = error
@@ -263,3 +269,9 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
 def _is_abort(error: BaseException) -> bool:
     # grpc.aio raises its own AbortError out of context.abort(); it must pass through.
     return type(error).__name__ == "AbortError"
+
+
+def _caller_gone(error: BaseException) -> bool:
+    # grpc.aio could not send on the call (an abort or a reply after the caller's deadline
+    # or cancel): the call is over, ended by its caller, and nothing more can be sent.
+    return type(error).__name__ == "ExecuteBatchError"

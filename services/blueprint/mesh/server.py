@@ -220,6 +220,8 @@ class Runtime:
         log.info("draining", extra={"grace_seconds": self.settings.drain_grace_seconds})
         if self.server is not None:
             await self.server.stop(self.settings.drain_grace_seconds)
+        if self.admission is not None:
+            await self.admission.close()
         if self._cleanup is not None:
             try:
                 await self._cleanup()

@@ -97,6 +97,9 @@ class Settings(BaseSettings):
     admission_queue_interval_seconds: float = Field(
         default=0.1, gt=0, le=10, description="a burst may wait this long (CoDel interval)"
     )
+    admission_loop_busy_seconds: float = Field(
+        default=0.02, gt=0, le=10, description="event-loop lag from which it has no spare time"
+    )
     admission_queue_target_seconds: float = Field(
         default=0.01, gt=0, le=10, description="the wait under a standing queue (CoDel target)"
     )

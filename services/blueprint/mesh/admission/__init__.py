@@ -21,11 +21,12 @@ import grpc.aio
 
 from blueprint.mesh.admission.gate import AdmissionGate, Ticket, Verdict
 from blueprint.mesh.admission.limit import GradientLimit
+from blueprint.mesh.admission.loop_lag import LoopLag
 from blueprint.mesh.errors import overloaded_status
 from blueprint.mesh.settings import Settings
 from blueprint.mesh.telemetry.metrics import AdmissionMetrics
 
-__all__ = ["Admission", "AdmissionGate", "GradientLimit", "Ticket", "Verdict"]
+__all__ = ["Admission", "AdmissionGate", "GradientLimit", "LoopLag", "Ticket", "Verdict"]
 
 Context = grpc.aio.ServicerContext[Any, Any]
 # Infrastructure RPCs are never shed.
@@ -42,6 +43,7 @@ class Admission:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.enabled = settings.admission_enabled
+        self.loop_lag = LoopLag(busy_seconds=settings.admission_loop_busy_seconds)
         limit = GradientLimit(
             initial_limit=settings.admission_start_limit,
             min_limit=settings.admission_min_limit,
@@ -55,10 +57,11 @@ class Admission:
             interval_seconds=settings.admission_queue_interval_seconds,
             target_seconds=settings.admission_queue_target_seconds,
             clock=clock,
+            loop_busy=self.loop_lag.busy,
         )
         self._metrics = metrics
         if metrics is not None:
-            metrics.watch(self.gate)
+            metrics.watch(self.gate, self.loop_lag)
 
     @staticmethod
     def applies_to(method: str) -> bool:
@@ -68,6 +71,7 @@ class Admission:
         """A ticket to give back with `leave`, or None when shedding is off; a refused
         call is aborted here (grpc's AbortError propagates)."""
         remaining = context.time_remaining()
+        self.loop_lag.start()  # here, not at construction: it needs the server's loop
         if not self.enabled:
             if remaining is not None and remaining <= 0:
                 await self._expired(method, context)
@@ -82,6 +86,9 @@ class Admission:
         status = overloaded_status(self.gate.retry_after(), self.gate.limit.limit)
         await context.abort_with_status(status)  # type: ignore[attr-defined]
         raise AssertionError("abort returned")  # grpc's abort always raises
+
+    async def close(self) -> None:
+        await self.loop_lag.stop()
 
     def leave(self, ticket: Ticket | None, *, dropped: bool) -> None:
         if ticket is not None:

@@ -11,7 +11,8 @@ still has most of its deadline, while the oldest are the likeliest to have
 given up, and they are shed first.
 
 A call whose deadline has passed never starts, waiting or not: nobody would
-read its answer.
+read its answer. Nor does one with less time left than its method takes
+unloaded: it would miss its deadline anyway.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import math
 import random
 import time
 from collections import deque
@@ -38,7 +40,7 @@ class Verdict(enum.Enum):
 class _Waiter:
     future: asyncio.Future[Verdict]
     enqueued: float
-    deadline: float  # on the gate's clock; inf without one
+    start_by: float  # on the gate's clock: after this it cannot finish in time; inf: no deadline
     timer: asyncio.TimerHandle | None = field(default=None)
     patience_is_deadline: bool = False  # the timer is the caller's deadline, not our wait
 
@@ -65,6 +67,7 @@ class AdmissionGate:
         retry_after_max_seconds: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
+        loop_busy: Callable[[], bool] = lambda: False,
     ) -> None:
         if queue_size < 0:
             raise ValueError("queue_size must be >= 0")
@@ -80,6 +83,7 @@ class AdmissionGate:
         self._retry_max = retry_after_max_seconds
         self._clock = clock
         self._rng = rng or random.Random()
+        self._loop_busy = loop_busy
         self._waiters: deque[_Waiter] = deque()
         self._last_empty = clock()
         self.in_flight = 0
@@ -108,7 +112,8 @@ class AdmissionGate:
 
     async def enter(self, method: str, time_remaining: float | None) -> Verdict | Ticket:
         """A ticket once the call may run, or why it may not."""
-        if time_remaining is not None and time_remaining <= 0:
+        too_late = self._too_late(method)
+        if time_remaining is not None and time_remaining <= too_late:
             self.expired_count += 1
             return Verdict.EXPIRED
         if not self._waiters and self.in_flight < self.limit.limit:
@@ -117,14 +122,15 @@ class AdmissionGate:
         if self._queue_size == 0:
             return self._shed()
         now = self._clock()
-        deadline = now + time_remaining if time_remaining is not None else float("inf")
-        waiter = _Waiter(asyncio.get_running_loop().create_future(), now, deadline)
+        # The latest moment it may still start and finish in time.
+        start_by = math.inf if time_remaining is None else now + time_remaining - too_late
+        waiter = _Waiter(asyncio.get_running_loop().create_future(), now, start_by)
         if len(self._waiters) >= self._queue_size:
             self._resolve(self._waiters.popleft(), Verdict.SHED)  # the oldest goes
         self._waiters.append(waiter)
         patience = self._target if self.overloaded() else self._interval
-        if time_remaining is not None and time_remaining <= patience:
-            patience = time_remaining
+        if start_by - now <= patience:
+            patience = start_by - now
             waiter.patience_is_deadline = True
         waiter.timer = asyncio.get_running_loop().call_later(patience, self._give_up, waiter)
         try:
@@ -145,6 +151,11 @@ class AdmissionGate:
         self.expired_count += 1
         return verdict
 
+    def _too_late(self, method: str) -> float:
+        """Time left below which the call cannot finish: its method's no-load latency.
+        Answering at once frees the caller; running it would burn time nobody waits for."""
+        return self.limit.baseline(method) or 0.0
+
     def leave(self, ticket: Ticket, *, dropped: bool = False) -> None:
         """The call ended; `dropped` when its caller had gone (cancelled, expired)."""
         self.in_flight -= 1
@@ -153,6 +164,7 @@ class AdmissionGate:
             self._clock() - ticket.started,
             queueing=bool(self._waiters),
             dropped=dropped,
+            loop_busy=self._loop_busy(),
         )
         self._grant()
 
@@ -171,7 +183,7 @@ class AdmissionGate:
             overloaded = self.overloaded()
             waiter = self._waiters.pop() if overloaded else self._waiters.popleft()
             now = self._clock()
-            if now >= waiter.deadline:
+            if now >= waiter.start_by:
                 self._resolve(waiter, Verdict.EXPIRED)
             elif overloaded and now - waiter.enqueued > self._target:
                 self._resolve(waiter, Verdict.SHED)
@@ -185,7 +197,7 @@ class AdmissionGate:
         if waiter.future.done():
             return
         self._forget(waiter)
-        expired = waiter.patience_is_deadline or self._clock() >= waiter.deadline
+        expired = waiter.patience_is_deadline or self._clock() >= waiter.start_by
         self._resolve(waiter, Verdict.EXPIRED if expired else Verdict.SHED)
 
     def _forget(self, waiter: _Waiter) -> None:

@@ -20,12 +20,13 @@ healthy server is worse than none):
 - Samples are judged a window at a time, by their median, so one stall (a GC
   pause, a neighbour on the CPU) moves nothing.
 - The limit goes down only when both are true in a window: calls are
-  queueing (in flight at the limit, others waiting) AND latency rose past
+  queueing (others waiting for a slot, or the event loop so busy that new
+  calls wait unseen inside grpc: `loop_lag`) AND latency rose past
   `tolerance` times no-load. Slow calls with nobody waiting are the
   dependency's problem, not overload; waiting calls at normal latency mean
   the limit is too low. The cut is multiplicative, at most halving.
-- It goes up, additively, when calls are queueing and latency is normal:
-  the server has spare time and the demand to use it.
+- It goes up, additively, when calls are queueing, latency is normal and
+  the event loop has spare time: the server has room and the demand to use it.
 - Without queueing it stays where it is: there is no evidence either way.
 - It never goes below `min_limit` or above `max_limit`.
 
@@ -112,6 +113,7 @@ class GradientLimit:
         self._window_started = clock()
         self._ratios: list[float] = []
         self._queueing = False
+        self._loop_busy = False
         self._latency_sum = 0.0
         self.recent_latency = 0.0  # mean of the last window's latencies, seconds
 
@@ -124,10 +126,20 @@ class GradientLimit:
         found = self._baselines.get(method)
         return None if found is None or found.value == math.inf else found.value
 
-    def record(self, method: str, latency: float, *, queueing: bool, dropped: bool = False) -> None:
+    def record(
+        self,
+        method: str,
+        latency: float,
+        *,
+        queueing: bool,
+        dropped: bool = False,
+        loop_busy: bool = False,
+    ) -> None:
         """One call's time in the handler.
 
         `queueing`: other calls were waiting for a slot when this one ended.
+        `loop_busy`: the event loop has no spare time (`loop_lag`): calls queue
+        unseen, before the gate, so it counts as queueing, and the limit may not grow.
         `dropped`: the call ended without an answer because its caller had gone
         (deadline passed, cancelled); it tells that calls are too slow to be
         useful, so it counts as slower than any answer.
@@ -137,11 +149,12 @@ class GradientLimit:
         if baseline is None:
             baseline = self._baselines[method] = MethodBaseline(self._baseline_seconds, now)
         if not dropped:
-            baseline.observe(latency, now, loaded=queueing)
+            baseline.observe(latency, now, loaded=queueing or loop_busy)
         ratio = math.inf if dropped else latency / (baseline.value + self._slack)
         self._ratios.append(ratio)
         self._latency_sum += latency
-        self._queueing = self._queueing or queueing
+        self._queueing = self._queueing or queueing or loop_busy
+        self._loop_busy = self._loop_busy or loop_busy
         if (
             now - self._window_started >= self._window_seconds
             and len(self._ratios) >= self._window_samples
@@ -156,7 +169,7 @@ class GradientLimit:
                 factor = max(0.5, self._tolerance / ratio)
                 # Cut from the limit in force, not its fraction: 2.9 x 0.8 must leave 2.
                 self._limit = max(float(self.min_limit), min(self._limit, self.limit) * factor)
-            else:
+            elif not self._loop_busy:
                 # About +1 a window when small, +10 % when large: quick to find room.
                 step = max(1.0, 0.1 * self._limit)
                 self._limit = min(float(self.max_limit), self._limit + step)
@@ -164,3 +177,4 @@ class GradientLimit:
         self._ratios.clear()
         self._latency_sum = 0.0
         self._queueing = False
+        self._loop_busy = False

@@ -22,6 +22,7 @@ BREAKER_STATE_VALUES = {"closed": 0, "half_open": 1, "open": 2}
 
 if TYPE_CHECKING:
     from blueprint.mesh.admission.gate import AdmissionGate
+    from blueprint.mesh.admission.loop_lag import LoopLag
 
 
 class RpcMetrics:
@@ -136,6 +137,11 @@ class AdmissionMetrics:
             "Calls waiting for a slot under the limit now.",
             registry=registry,
         )
+        self.loop_lag = Gauge(
+            "blueprint_admission_loop_lag_seconds",
+            "How late the event loop runs what is due (smoothed); high: no spare time.",
+            registry=registry,
+        )
         self.shed = Counter(
             "blueprint_admission_shed",
             "Calls refused unstarted with RESOURCE_EXHAUSTED + RetryInfo (overload).",
@@ -149,10 +155,11 @@ class AdmissionMetrics:
             registry=registry,
         )
 
-    def watch(self, gate: AdmissionGate) -> None:
+    def watch(self, gate: AdmissionGate, loop_lag: LoopLag) -> None:
         """Read the gauges from the gate at scrape time (nothing to do per call)."""
         self.limit.set_function(lambda: gate.limit.limit)
         self.waiting.set_function(lambda: gate.waiting)
+        self.loop_lag.set_function(lambda: loop_lag.lag)
 
 
 class Metrics:
