@@ -33,6 +33,7 @@ import time
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import grpc
 import grpc.aio
@@ -40,10 +41,7 @@ import grpc.aio
 from bench.common import diag_servers, percentile, print_table, progress, write_result
 from blueprint.diag.v1.diag_pb2 import WORK_KIND_CPU, WorkRequest
 from blueprint.diag.v1.diag_pb2_grpc import DiagnosticsStub
-from blueprint.mesh.client import MeshClient
-from blueprint.mesh.discovery import StaticRegistry
 from blueprint.mesh.resilience.retry import retry_info_delay
-from blueprint.mesh.settings import Settings
 
 NAME = "overload"
 GOODPUT_GOAL = 0.8  # goodput >= 80 % of measured capacity
@@ -101,7 +99,7 @@ class Outcome:
 
 
 async def _drive(
-    stub: DiagnosticsStub, request: WorkRequest, callers: int, warmup: float, window: float,
+    stub: Any, request: WorkRequest, callers: int, warmup: float, window: float,
     deadline: float, rng: random.Random,
 ) -> Outcome:  # fmt: skip
     """`callers` closed-loop callers; calls started inside the window are recorded."""
@@ -133,17 +131,12 @@ async def _drive(
 async def _measure(addresses: list[str], params: Parameters, phases: list[str]) -> Outcome:
     # The caller's own retries are the mesh's (budgeted, RetryInfo honoured); the balancer
     # is the default a user gets.
-    endpoints = {"diag": addresses}
-    client = MeshClient(
-        Settings(discovery="static", static_endpoints=endpoints, telemetry_enabled=False),
-        StaticRegistry(endpoints),
-    )
+    channels = [grpc.aio.insecure_channel(address) for address in addresses]
     request = WorkRequest(kind=WORK_KIND_CPU)
     request.duration.FromNanoseconds(round(params.work_ms * 1_000_000))
     rng = random.Random(8)
     try:
-        stub = client.stub("diag", DiagnosticsStub)
-        await client.wait_for_endpoints("diag", 10)
+        stub = _RoundRobin([DiagnosticsStub(channel) for channel in channels])
         outcome = Outcome(0)
         for phase in phases:
             if phase == "unloaded":
@@ -161,7 +154,18 @@ async def _measure(addresses: list[str], params: Parameters, phases: list[str]) 
                 )  # fmt: skip
         return outcome
     finally:
-        await client.close()
+        for channel in channels:
+            await channel.close()
+
+
+class _RoundRobin:
+    def __init__(self, stubs: list[DiagnosticsStub]) -> None:
+        self._stubs = stubs
+        self._next = 0
+
+    def Work(self, request: WorkRequest, timeout: float) -> Any:
+        self._next = (self._next + 1) % len(self._stubs)
+        return self._stubs[self._next].Work(request, timeout=timeout)
 
 
 def _servers_env(params: Parameters) -> dict[str, Mapping[str, str]]:

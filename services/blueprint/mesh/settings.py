@@ -100,6 +100,14 @@ class Settings(BaseSettings):
     admission_loop_busy_seconds: float = Field(
         default=0.02, gt=0, le=10, description="event-loop lag from which it has no spare time"
     )
+    admission_retry_after_max_seconds: float = Field(
+        default=5.0, ge=0.05, le=300, description="longest RetryInfo delay a shed call is given"
+    )
+    admission_shed_rate_target: float = Field(
+        default=20.0,
+        gt=0,
+        description="refusals per second the RetryInfo delay is stretched to hold shedding near",
+    )
     admission_queue_target_seconds: float = Field(
         default=0.01, gt=0, le=10, description="the wait under a standing queue (CoDel target)"
     )

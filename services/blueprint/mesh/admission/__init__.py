@@ -56,6 +56,8 @@ class Admission:
             queue_size=settings.admission_queue_size,
             interval_seconds=settings.admission_queue_interval_seconds,
             target_seconds=settings.admission_queue_target_seconds,
+            retry_after_max_seconds=settings.admission_retry_after_max_seconds,
+            shed_rate_target=settings.admission_shed_rate_target,
             clock=clock,
             loop_busy=self.loop_lag.busy,
         )

@@ -11,8 +11,9 @@ still has most of its deadline, while the oldest are the likeliest to have
 given up, and they are shed first.
 
 A call whose deadline has passed never starts, waiting or not: nobody would
-read its answer. Nor does one with less time left than its method takes
-unloaded: it would miss its deadline anyway.
+read its answer (DEADLINE_EXCEEDED). Nor does one with less time left than its
+method takes unloaded: it would miss its deadline anyway, and on a busy server
+it is shed (its caller still listens, and backs off as told).
 """
 
 from __future__ import annotations
@@ -40,9 +41,10 @@ class Verdict(enum.Enum):
 class _Waiter:
     future: asyncio.Future[Verdict]
     enqueued: float
-    start_by: float  # on the gate's clock: after this it cannot finish in time; inf: no deadline
+    start_by: float  # on the gate's clock: after this it cannot finish in time
+    expires: float  # its deadline on the gate's clock; inf without one
     timer: asyncio.TimerHandle | None = field(default=None)
-    patience_is_deadline: bool = False  # the timer is the caller's deadline, not our wait
+    timed_to_deadline: bool = False
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,8 @@ class AdmissionGate:
         interval_seconds: float = 0.1,
         target_seconds: float = 0.01,
         retry_after_min_seconds: float = 0.05,
-        retry_after_max_seconds: float = 2.0,
+        retry_after_max_seconds: float = 5.0,
+        shed_rate_target: float = 50.0,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         loop_busy: Callable[[], bool] = lambda: False,
@@ -75,6 +78,8 @@ class AdmissionGate:
             raise ValueError("need 0 < target_seconds <= interval_seconds")
         if not 0 < retry_after_min_seconds <= retry_after_max_seconds:
             raise ValueError("need 0 < retry_after_min_seconds <= retry_after_max_seconds")
+        if shed_rate_target <= 0:
+            raise ValueError("shed_rate_target must be positive")
         self.limit = limit
         self._queue_size = queue_size
         self._interval = interval_seconds
@@ -84,6 +89,10 @@ class AdmissionGate:
         self._clock = clock
         self._rng = rng or random.Random()
         self._loop_busy = loop_busy
+        self._shed_rate_target = shed_rate_target
+        self._retry_base = retry_after_min_seconds
+        self._shed_since = clock()
+        self._shed_recently = 0
         self._waiters: deque[_Waiter] = deque()
         self._last_empty = clock()
         self.in_flight = 0
@@ -103,17 +112,41 @@ class AdmissionGate:
         return now - self._last_empty >= self._interval
 
     def retry_after(self) -> float:
-        """When a shed caller should come back: about when the calls ahead of it would
-        have drained, jittered so that shed callers do not return together."""
+        """When a shed caller should come back, jittered so that they do not return together.
+
+        At least when the calls ahead of it would have drained. Beyond that, callers told
+        to wait come back and are shed again, and every refusal costs the loop time that
+        could serve a call: with N callers backing off D seconds, about N / D return each
+        second. N is unknown, but the shed rate shows it; so the wait is scaled, every half
+        second, by measured shed rate over `shed_rate_target` (at most x4 up, /2 down: a
+        flood must be slowed within a second or two), which settles where refusals cost a
+        bounded share of the server.
+        """
+        now = self._clock()
+        elapsed = now - self._shed_since
+        if elapsed >= 0.5:
+            rate = self._shed_recently / elapsed
+            factor = min(4.0, max(0.5, rate / self._shed_rate_target))
+            self._retry_base = min(self._retry_max, max(self._retry_min, self._retry_base * factor))
+            self._shed_since = now
+            self._shed_recently = 0
         queued = self.in_flight + len(self._waiters)
         drain = self.limit.recent_latency * queued / self.limit.limit
-        seconds = min(self._retry_max, max(self._retry_min, drain))
+        seconds = min(self._retry_max, max(self._retry_base, drain))
         return seconds * self._rng.uniform(0.5, 1.5)
 
     async def enter(self, method: str, time_remaining: float | None) -> Verdict | Ticket:
         """A ticket once the call may run, or why it may not."""
+        if time_remaining is not None and time_remaining <= 0:
+            self.expired_count += 1
+            return Verdict.EXPIRED
         too_late = self._too_late(method)
         if time_remaining is not None and time_remaining <= too_late:
+            # It cannot finish in time. On a busy server it waited in line to get here:
+            # tell its caller to back off, while it can still hear it. On an idle one its
+            # deadline was too short to begin with.
+            if self._waiters or self._loop_busy():
+                return self._shed()
             self.expired_count += 1
             return Verdict.EXPIRED
         if not self._waiters and self.in_flight < self.limit.limit:
@@ -123,15 +156,18 @@ class AdmissionGate:
             return self._shed()
         now = self._clock()
         # The latest moment it may still start and finish in time.
-        start_by = math.inf if time_remaining is None else now + time_remaining - too_late
-        waiter = _Waiter(asyncio.get_running_loop().create_future(), now, start_by)
+        expires = math.inf if time_remaining is None else now + time_remaining
+        waiter = _Waiter(
+            asyncio.get_running_loop().create_future(), now, expires - too_late, expires
+        )
         if len(self._waiters) >= self._queue_size:
             self._resolve(self._waiters.popleft(), Verdict.SHED)  # the oldest goes
         self._waiters.append(waiter)
         patience = self._target if self.overloaded() else self._interval
-        if start_by - now <= patience:
-            patience = start_by - now
-            waiter.patience_is_deadline = True
+        if waiter.start_by - now <= patience:
+            patience = waiter.start_by - now
+            # Without a no-load latency to keep in hand, the timer is the deadline itself.
+            waiter.timed_to_deadline = waiter.start_by == waiter.expires
         waiter.timer = asyncio.get_running_loop().call_later(patience, self._give_up, waiter)
         try:
             verdict = await waiter.future
@@ -174,6 +210,7 @@ class AdmissionGate:
 
     def _shed(self) -> Verdict:
         self.shed_count += 1
+        self._shed_recently += 1
         return Verdict.SHED
 
     def _grant(self) -> None:
@@ -183,9 +220,9 @@ class AdmissionGate:
             overloaded = self.overloaded()
             waiter = self._waiters.pop() if overloaded else self._waiters.popleft()
             now = self._clock()
-            if now >= waiter.start_by:
+            if now >= waiter.expires:
                 self._resolve(waiter, Verdict.EXPIRED)
-            elif overloaded and now - waiter.enqueued > self._target:
+            elif now >= waiter.start_by or (overloaded and now - waiter.enqueued > self._target):
                 self._resolve(waiter, Verdict.SHED)
             else:
                 self.in_flight += 1
@@ -197,7 +234,7 @@ class AdmissionGate:
         if waiter.future.done():
             return
         self._forget(waiter)
-        expired = waiter.patience_is_deadline or self._clock() >= waiter.start_by
+        expired = waiter.timed_to_deadline or self._clock() >= waiter.expires
         self._resolve(waiter, Verdict.EXPIRED if expired else Verdict.SHED)
 
     def _forget(self, waiter: _Waiter) -> None:
