@@ -35,7 +35,7 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
 from blueprint import __version__
-from blueprint.mesh import ready
+from blueprint.mesh import eventloop, ready
 from blueprint.mesh.client import MeshClient
 from blueprint.mesh.discovery import Instance, Registry, open_registry
 from blueprint.mesh.handlers import CallWrapper, WrappingServer
@@ -259,6 +259,7 @@ async def serve(spec: ServiceSpec, settings: Settings, *, redis_url: str | None 
     loop.add_signal_handler(signal.SIGUSR1, _dump_tasks)
     try:
         await runtime.start()
+        eventloop.settle_heap()
         await stop.wait()
     finally:
         with contextlib.suppress(Exception):
