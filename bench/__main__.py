@@ -1,5 +1,7 @@
-"""`python -m bench [overhead|balancers|shortener|overload] [--quick]`: tables;
-bench/results/*.json."""
+"""`python -m bench [NAME] [--quick]`: tables on stdout, JSON in bench/results/.
+
+NAME: overhead, server, balancers, shortener or overload; none runs them all.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +10,11 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 
-from bench import balancers, mesh_overhead, overload, shortener
+from bench import balancers, mesh_overhead, overload, server_cost, shortener
 
 BENCHMARKS: dict[str, Callable[[bool], None]] = {
     "overhead": mesh_overhead.run,
+    "server": server_cost.run,
     "balancers": balancers.run,
     "shortener": shortener.run,
     # Last: it lowers this process's CPU priority for good (see bench/overload.py).

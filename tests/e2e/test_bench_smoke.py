@@ -1,4 +1,4 @@
-"""`make bench` keeps working: a quick run of both benchmarks writes their JSON."""
+"""`make bench` keeps working: a quick run of the benchmarks writes their JSON."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ def test_quick_benchmarks_print_tables_and_write_results(tmp_path: Path) -> None
     assert result.returncode == 0, result.stderr
     assert "mesh (round_robin) / raw throughput" in result.stdout
     assert "p99(p2c_peak_ewma) / p99(round_robin)" in result.stdout
+    assert "blueprint serve (metrics + unsampled spans) / bare grpc.aio throughput" in result.stdout
 
     overhead = json.loads((tmp_path / "mesh_overhead.json").read_text())
     balancers = json.loads((tmp_path / "balancers.json").read_text())
@@ -27,3 +28,8 @@ def test_quick_benchmarks_print_tables_and_write_results(tmp_path: Path) -> None
     assert set(level["algorithms"]) >= {"round_robin", "p2c_peak_ewma", "consistent_hash"}
     for figures in level["algorithms"].values():
         assert figures["errors"] == 0 and figures["calls"] > 0
+
+    server = json.loads((tmp_path / "server_cost.json").read_text())
+    for figures in server["figures"]["modes"].values():
+        assert figures["errors"] == 0 and figures["calls"] > 0
+        assert figures["server_cpu_us_per_call"] > 0

@@ -1,7 +1,8 @@
 """The server runtime every service runs in: `blueprint serve NAME`.
 
 One `serve` builds everything and passes it in: the gRPC server with the
-standard health and reflection services, the error-mapping interceptor, a
+standard health and reflection services, each handler wrapped in the per-call
+work (`mesh.handlers`: tracing, metrics, deadline, error mapping), a
 Prometheus `/metrics` port, a mesh client for calling other services, and
 discovery registration. SIGTERM drains gracefully: NOT_SERVING, deregister,
 wait one propagation interval so clients stop picking us, then let in-flight
@@ -34,11 +35,11 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
 from blueprint import __version__
-from blueprint.mesh import ready
+from blueprint.mesh import eventloop, ready
 from blueprint.mesh.admission import Admission
 from blueprint.mesh.client import MeshClient
 from blueprint.mesh.discovery import Instance, Registry, open_registry
-from blueprint.mesh.interceptors import ServerInterceptor
+from blueprint.mesh.handlers import CallWrapper, WrappingServer
 from blueprint.mesh.settings import Settings
 from blueprint.mesh.telemetry import tracing
 from blueprint.mesh.telemetry.instrumentation import instrument_sql
@@ -148,10 +149,14 @@ class Runtime:
         self.admission = Admission(
             settings, self.metrics.admission if settings.telemetry_enabled else None
         )
-        self.server = grpc.aio.server(
-            interceptors=[ServerInterceptor(tracer, rpc_metrics, self.admission)],
-            options=_server_options(settings),
+        # No interceptors: every handler is wrapped once as it is registered (mesh.handlers).
+        wrapper = CallWrapper(
+            tracer,
+            rpc_metrics,
+            roots_sampled=settings.trace_sampling_ratio > 0,
+            admission=self.admission,
         )
+        self.server = WrappingServer(grpc.aio.server(options=_server_options(settings)), wrapper)
         address = f"{settings.bind_host}:{settings.port}"
         try:
             self.port = self.server.add_insecure_port(address)
@@ -266,6 +271,7 @@ async def serve(spec: ServiceSpec, settings: Settings, *, redis_url: str | None 
     loop.add_signal_handler(signal.SIGUSR1, _dump_tasks)
     try:
         await runtime.start()
+        eventloop.settle_heap()
         await stop.wait()
     finally:
         with contextlib.suppress(Exception):

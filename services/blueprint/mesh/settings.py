@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     advertise_host: str = Field(default="127.0.0.1", description="the address others dial")
     port: int = Field(default=0, ge=0, le=65535, description="0 picks a free port")
     metrics_port: int = Field(default=0, ge=0, le=65535, description="0 picks a free port")
+    event_loop: Literal["uvloop", "asyncio"] = Field(
+        default="uvloop", description="a server's event loop: libuv's (faster) or the stdlib's"
+    )
     instance_id: str | None = None
     ready_file: Path | None = Field(
         default=None,

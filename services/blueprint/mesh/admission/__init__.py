@@ -29,12 +29,36 @@ from blueprint.mesh.telemetry.metrics import AdmissionMetrics
 __all__ = ["Admission", "AdmissionGate", "GradientLimit", "LoopLag", "Ticket", "Verdict"]
 
 Context = grpc.aio.ServicerContext[Any, Any]
-# Infrastructure RPCs are never shed.
-_EXEMPT_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
+# Infrastructure RPCs are never shed (method names as "package.Service/Method").
+_EXEMPT_PREFIXES = ("grpc.health.", "grpc.reflection.")
+# How a call ended when its caller had gone: it was too slow to be useful.
+_CALLER_GONE = frozenset({grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED})
+
+
+class _Unlimited:
+    """The permit of a call nothing counts (shedding off, or an exempt method)."""
+
+    def release(self, latency_seconds: float, code: grpc.StatusCode) -> None:
+        pass
+
+
+_UNLIMITED = _Unlimited()
+
+
+class _Permit:
+    __slots__ = ("_gate", "_ticket")
+
+    def __init__(self, gate: AdmissionGate, ticket: Ticket) -> None:
+        self._gate = gate
+        self._ticket = ticket
+
+    def release(self, latency_seconds: float, code: grpc.StatusCode) -> None:
+        # The gate times the call itself, from admission: waiting is not the call's latency.
+        self._gate.leave(self._ticket, dropped=code in _CALLER_GONE)
 
 
 class Admission:
-    """The gate built from settings, with its metrics; `enter` aborts refused calls."""
+    """The gate built from settings, with its metrics: `mesh.handlers.Admission`."""
 
     def __init__(
         self,
@@ -65,26 +89,24 @@ class Admission:
         if metrics is not None:
             metrics.watch(self.gate, self.loop_lag)
 
-    @staticmethod
-    def applies_to(method: str) -> bool:
-        return not method.startswith(_EXEMPT_PREFIXES)
-
-    async def enter(self, method: str, context: Context) -> Ticket | None:
-        """A ticket to give back with `leave`, or None when shedding is off; a refused
-        call is aborted here (grpc's AbortError propagates)."""
+    async def admit(self, method: str, context: Context) -> _Permit | _Unlimited:
+        """A permit to release when the call ends; a refused call is aborted here
+        (grpc's AbortError propagates)."""
+        if method.startswith(_EXEMPT_PREFIXES):
+            return _UNLIMITED
         remaining = context.time_remaining()
         self.loop_lag.start()  # here, not at construction: it needs the server's loop
         if not self.enabled:
             if remaining is not None and remaining <= 0:
                 await self._expired(method, context)
-            return None
+            return _UNLIMITED
         verdict = await self.gate.enter(method, remaining)
         if isinstance(verdict, Ticket):
-            return verdict
+            return _Permit(self.gate, verdict)
         if verdict is Verdict.EXPIRED:
             await self._expired(method, context)
         if self._metrics is not None:
-            self._metrics.shed.labels(method[1:]).inc()
+            self._metrics.shed.labels(method).inc()
         status = overloaded_status(self.gate.retry_after(), self.gate.limit.limit)
         await context.abort_with_status(status)  # type: ignore[attr-defined]
         raise AssertionError("abort returned")  # grpc's abort always raises
@@ -92,13 +114,9 @@ class Admission:
     async def close(self) -> None:
         await self.loop_lag.stop()
 
-    def leave(self, ticket: Ticket | None, *, dropped: bool) -> None:
-        if ticket is not None:
-            self.gate.leave(ticket, dropped=dropped)
-
     async def _expired(self, method: str, context: Context) -> None:
         if self._metrics is not None:
-            self._metrics.expired.labels(method[1:]).inc()
+            self._metrics.expired.labels(method).inc()
         await context.abort(
             grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline passed before the call started"
         )
