@@ -17,7 +17,6 @@ BENCHMARKS: dict[str, Callable[[bool], None]] = {
     "server": server_cost.run,
     "balancers": balancers.run,
     "shortener": shortener.run,
-    # Last: it lowers this process's CPU priority for good (see bench/overload.py).
     "overload": overload.run,
 }
 

@@ -11,23 +11,23 @@ Without shedding, every replica takes every call, each call gets 1/150th of a
 CPU and runs far past its deadline: the servers stay busy on answers nobody
 waits for. With the admission gate the replicas run about one call at a time
 and answer the rest RESOURCE_EXHAUSTED + RetryInfo at once; callers come back
-when told (the mesh client retries a shed call elsewhere within its budget; a
-caller whose call still failed waits the told time before its next call, as a
-well-behaved client does).
+when told (a caller whose call was shed waits the time RetryInfo names before its
+next call, as a well-behaved client does; after any other failure it calls again
+at once).
 
 Three server configurations, each on its own pair of replicas: shedding with
 the floor lowered to 1 (the setting for handlers that hold the CPU, the goal
 row), shedding with the default floor, and shedding off (what a plain server
-does). The client process lowers its own CPU priority once the servers are
-up: on a small machine the 300 callers would otherwise take the CPU the
-servers are being measured on; a load generator belongs on another machine.
+does). The callers are a plain round-robin client over the two addresses, so
+the figures are the servers' own (the mesh client's breakers and ejection
+react to overload too, which is another subject); it runs on the same machine,
+so on a small one it takes some of the CPU the servers are measured on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
-import os
 import random
 import time
 from collections import Counter
@@ -63,7 +63,7 @@ class Parameters:
     deadline_seconds: float = 1.0
     unloaded_seconds: float = 4.0
     capacity_seconds: float = 4.0
-    warmup_seconds: float = 2.0  # of the overload: the limit finds its level
+    warmup_seconds: float = 4.0  # of the overload: the limit and the RetryInfo delay settle
     overload_seconds: float = 6.0
     configs: tuple[str, ...] = tuple(CONFIGS)
 
@@ -182,8 +182,6 @@ def run(quick: bool) -> None:
     env = _servers_env(params)
     # Six processes importing at once on a small machine: generous start-up time.
     with diag_servers(env, start_timeout_seconds=120) as servers:
-        # Servers started at normal priority; the load generator yields to them.
-        os.nice(10)
         by_config = {
             config: [s.address for s in servers[REPLICAS * i : REPLICAS * (i + 1)]]
             for i, config in enumerate(params.configs)
