@@ -14,12 +14,13 @@ def test_quick_benchmarks_print_tables_and_write_results(tmp_path: Path) -> None
     env["BLUEPRINT_BENCH_RESULTS"] = str(tmp_path)
     result = subprocess.run(
         [sys.executable, "-m", "bench", "--quick"],
-        env=env, capture_output=True, text=True, timeout=120,
+        env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "mesh (round_robin) / raw throughput" in result.stdout
     assert "p99(p2c_peak_ewma) / p99(round_robin)" in result.stdout
     assert "blueprint serve (metrics + unsampled spans) / bare grpc.aio throughput" in result.stdout
+    assert "goodput / capacity" in result.stdout
 
     overhead = json.loads((tmp_path / "mesh_overhead.json").read_text())
     balancers = json.loads((tmp_path / "balancers.json").read_text())
@@ -33,3 +34,9 @@ def test_quick_benchmarks_print_tables_and_write_results(tmp_path: Path) -> None
     for figures in server["figures"]["modes"].values():
         assert figures["errors"] == 0 and figures["calls"] > 0
         assert figures["server_cpu_us_per_call"] > 0
+
+    overload = json.loads((tmp_path / "overload.json").read_text())["figures"]
+    assert overload["capacity_per_second"] > 0
+    for figures in overload["overload"].values():
+        assert figures["ok"] > 0
+        assert set(figures["errors_by_code"]) <= {"RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED"}
