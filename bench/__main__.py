@@ -1,4 +1,7 @@
-"""`python -m bench [overhead|balancers|shortener] [--quick]`: tables; bench/results/*.json."""
+"""`python -m bench [NAME] [--quick]`: tables on stdout, JSON in bench/results/.
+
+NAME: overhead, server, balancers, shortener or overload; none runs them all.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +10,14 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 
-from bench import balancers, mesh_overhead, shortener
+from bench import balancers, mesh_overhead, overload, server_cost, shortener
 
 BENCHMARKS: dict[str, Callable[[bool], None]] = {
     "overhead": mesh_overhead.run,
+    "server": server_cost.run,
     "balancers": balancers.run,
     "shortener": shortener.run,
+    "overload": overload.run,
 }
 
 

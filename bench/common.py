@@ -67,14 +67,18 @@ def _server_env(instance_id: str, ready_file: Path, extra: Mapping[str, str]) ->
     return env
 
 
-def _spawn(instance_id: str, extra: Mapping[str, str]) -> DiagServer:
+# What serves diag unless a benchmark says otherwise.
+BLUEPRINT_SERVE_DIAG = ("blueprint.cli", "serve", "diag")
+
+
+def _spawn(instance_id: str, extra: Mapping[str, str], module_args: Sequence[str]) -> DiagServer:
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     log_path = LOG_DIR / f"{instance_id}.log"
     ready_file = LOG_DIR / f"{instance_id}.ready.json"
     ready_file.unlink(missing_ok=True)
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "blueprint.cli", "serve", "diag"],
+            [sys.executable, "-m", *module_args],
             env=_server_env(instance_id, ready_file, extra),
             stdin=subprocess.DEVNULL,
             stdout=log,
@@ -106,22 +110,41 @@ def _stop(servers: Sequence[DiagServer], grace_seconds: float = 10.0) -> None:
 
 
 @contextmanager
-def diag_servers(extra_env: Mapping[str, Mapping[str, str]]) -> Iterator[list[DiagServer]]:
-    """One `blueprint serve diag` per instance id, with its extra env; all stopped on exit,
-    whatever ends the block (an error, Ctrl-C)."""
+def diag_servers(
+    extra_env: Mapping[str, Mapping[str, str]],
+    commands: Mapping[str, Sequence[str]] | None = None,
+    start_timeout_seconds: float = 20.0,
+) -> Iterator[list[DiagServer]]:
+    """One `blueprint serve diag` per instance id, with its extra env (or the module and
+    arguments `commands` names for it); all stopped on exit, whatever ends the block."""
     servers: list[DiagServer] = []
+    commands = commands or {}
     try:
         # Spawn all before waiting for any: their start-ups overlap.
         for instance_id, extra in extra_env.items():
-            servers.append(_spawn(instance_id, extra))
+            servers.append(
+                _spawn(instance_id, extra, commands.get(instance_id, BLUEPRINT_SERVE_DIAG))
+            )
         for server in servers:
-            _wait_serving(server)
+            _wait_serving(server, start_timeout_seconds)
         yield servers
     finally:
         _stop(servers)
 
 
 # --- closed-loop load ------------------------------------------------------
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """CPU time of every thread of `pid` so far, in nanosecond resolution (Linux
+    schedstat; /proc/PID/stat counts in 10 ms ticks, too coarse for a short window)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):  # a thread that ended meanwhile
+            continue
+    return total / 1e9
 
 
 def percentile(values: Sequence[float], p: float) -> float:
@@ -145,6 +168,8 @@ class Sample:
     # This process's CPU time (all threads, grpc's included) over the window:
     # the client's cost per call shows even when the server is the bottleneck.
     client_cpu_seconds: float = 0.0
+    # The server's CPU time (all threads) over the window, when the caller watched it.
+    server_cpu_seconds: float = math.nan
 
     @property
     def calls(self) -> int:
@@ -161,6 +186,10 @@ class Sample:
     def client_cpu_us_per_call(self) -> float:
         return self.client_cpu_seconds / self.calls * 1e6 if self.calls else math.nan
 
+    @property
+    def server_cpu_us_per_call(self) -> float:
+        return self.server_cpu_seconds / self.calls * 1e6 if self.calls else math.nan
+
     def summary(self) -> dict[str, float | int]:
         return {
             "calls": self.calls,
@@ -171,7 +200,11 @@ class Sample:
             "p99_ms": round(self.latency_ms(99), 3),
             "p999_ms": round(self.latency_ms(99.9), 3),
             "client_cpu_us_per_call": round(self.client_cpu_us_per_call, 1),
-        }
+        } | (
+            {}
+            if math.isnan(self.server_cpu_seconds)
+            else {"server_cpu_us_per_call": round(self.server_cpu_us_per_call, 1)}
+        )
 
 
 async def closed_loop(
@@ -181,6 +214,7 @@ async def closed_loop(
     warmup_seconds: float,
     duration_seconds: float,
     served_by: Callable[[ReplyT], str] | None = None,
+    server_pid: int | None = None,
 ) -> Sample:
     """`concurrency` workers each issue the next call as soon as the last one returns.
 
@@ -209,8 +243,11 @@ async def closed_loop(
     async def cpu_meter() -> None:
         await asyncio.sleep(max(0.0, measure_from - time.perf_counter()))
         cpu_from = time.process_time()
+        server_from = process_cpu_seconds(server_pid) if server_pid else 0.0
         await asyncio.sleep(max(0.0, measure_until - time.perf_counter()))
         sample.client_cpu_seconds = time.process_time() - cpu_from
+        if server_pid:
+            sample.server_cpu_seconds = process_cpu_seconds(server_pid) - server_from
 
     await asyncio.gather(cpu_meter(), *(worker() for _ in range(concurrency)))
     return sample

@@ -30,7 +30,7 @@ def _settings() -> Settings:
 def _serve(args: argparse.Namespace) -> int:
     from blueprint import catalog
     from blueprint.local import state
-    from blueprint.mesh import logs
+    from blueprint.mesh import eventloop, logs
     from blueprint.mesh.server import CannotBind, serve
 
     settings = _settings()
@@ -42,7 +42,9 @@ def _serve(args: argparse.Namespace) -> int:
     name = settings.register_as or spec.name
     logs.configure(name, settings.instance_id or name)
     try:
-        asyncio.run(serve(spec, settings, redis_url=state.redis_url(settings)))
+        eventloop.run(
+            serve(spec, settings, redis_url=state.redis_url(settings)), settings.event_loop
+        )
     except CannotBind as error:
         print(f"blueprint serve: {error} (BLUEPRINT_BIND_HOST/BLUEPRINT_PORT)", file=sys.stderr)
         return 1

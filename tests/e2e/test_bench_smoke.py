@@ -1,4 +1,4 @@
-"""`make bench` keeps working: a quick run of both benchmarks writes their JSON."""
+"""`make bench` keeps working: a quick run of the benchmarks writes their JSON."""
 
 from __future__ import annotations
 
@@ -20,6 +20,8 @@ def test_quick_benchmarks_print_tables_and_write_results(tmp_path: Path) -> None
     assert "mesh (round_robin) / raw throughput" in result.stdout
     assert "p99(p2c_expected_latency) / p99(round_robin)" in result.stdout
     assert "Default balancer (p2c_expected_latency) vs its goals" in result.stdout
+    assert "blueprint serve (metrics + unsampled spans) / bare grpc.aio throughput" in result.stdout
+    assert "goodput / capacity" in result.stdout
 
     overhead = json.loads((tmp_path / "mesh_overhead.json").read_text())
     balancers = json.loads((tmp_path / "balancers.json").read_text())
@@ -35,3 +37,14 @@ def test_quick_benchmarks_print_tables_and_write_results(tmp_path: Path) -> None
     assert "Clicks: one click worker vs the Resolve calls" in result.stdout
     assert clicks["resolve_calls_per_second_per_replica"] > 0
     assert clicks["worker_clicks_per_second_batched"] > 0
+
+    server = json.loads((tmp_path / "server_cost.json").read_text())
+    for figures in server["figures"]["modes"].values():
+        assert figures["errors"] == 0 and figures["calls"] > 0
+        assert figures["server_cpu_us_per_call"] > 0
+
+    overload = json.loads((tmp_path / "overload.json").read_text())["figures"]
+    assert overload["capacity_per_second"] > 0
+    for figures in overload["overload"].values():
+        assert figures["ok"] > 0
+        assert set(figures["errors_by_code"]) <= {"RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED"}

@@ -18,6 +18,9 @@ from grpc_status import rpc_status
 from blueprint.errors import Aborted, PreconditionFailed, StoreUnavailable
 
 ERROR_DOMAIN = "blueprint"
+# ErrorInfo reason of a call the server shed before running it: safe to send again,
+# idempotent or not, since nothing was done.
+OVERLOADED_REASON = "OVERLOADED"
 T = TypeVar("T")
 
 
@@ -140,6 +143,18 @@ def status_for(error: BaseException) -> grpc.Status | None:
             else None,
         )
     return None
+
+
+def overloaded_status(retry_after: float, limit: int) -> grpc.Status:
+    """RESOURCE_EXHAUSTED for a call shed by the admission gate (`mesh.admission`)."""
+    return _status(
+        code_pb2.RESOURCE_EXHAUSTED,
+        f"server overloaded (running {limit} calls at once); retry in {retry_after:.2f} s",
+        _retry_info(retry_after),
+        error_details_pb2.ErrorInfo(
+            reason=OVERLOADED_REASON, domain=ERROR_DOMAIN, metadata={"limit": str(limit)}
+        ),
+    )
 
 
 def _retry_info(seconds: float | None) -> error_details_pb2.RetryInfo | None:

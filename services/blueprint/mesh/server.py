@@ -1,7 +1,8 @@
 """The server runtime every service runs in: `blueprint serve NAME`.
 
 One `serve` builds everything and passes it in: the gRPC server with the
-standard health and reflection services, the error-mapping interceptor, a
+standard health and reflection services, each handler wrapped in the per-call
+work (`mesh.handlers`: tracing, metrics, deadline, error mapping), a
 Prometheus `/metrics` port, a mesh client for calling other services, and
 discovery registration. SIGTERM drains gracefully: NOT_SERVING, deregister,
 wait one propagation interval so clients stop picking us, then let in-flight
@@ -34,10 +35,11 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
 from blueprint import __version__
-from blueprint.mesh import ready
+from blueprint.mesh import eventloop, ready
+from blueprint.mesh.admission import Admission
 from blueprint.mesh.client import MeshClient
 from blueprint.mesh.discovery import Instance, Registry, open_registry
-from blueprint.mesh.interceptors import ServerInterceptor
+from blueprint.mesh.handlers import CallWrapper, WrappingServer
 from blueprint.mesh.settings import Settings
 from blueprint.mesh.telemetry import tracing
 from blueprint.mesh.telemetry.instrumentation import instrument_sql
@@ -120,6 +122,7 @@ class Runtime:
         self.server: grpc.aio.Server | None = None
         self.health = HealthServicer()
         self.mesh: MeshClient | None = None
+        self.admission: Admission | None = None
         self.tracer_provider: object | None = None
         self.port = 0
         self.metrics_port = 0
@@ -143,10 +146,17 @@ class Runtime:
         self.tracer_provider = provider
         tracer = tracing.tracer(provider) if settings.telemetry_enabled else None
         rpc_metrics = self.metrics.rpc if settings.telemetry_enabled else None
-        self.server = grpc.aio.server(
-            interceptors=[ServerInterceptor(tracer, rpc_metrics)],
-            options=_server_options(settings),
+        self.admission = Admission(
+            settings, self.metrics.admission if settings.telemetry_enabled else None
         )
+        # No interceptors: every handler is wrapped once as it is registered (mesh.handlers).
+        wrapper = CallWrapper(
+            tracer,
+            rpc_metrics,
+            roots_sampled=settings.trace_sampling_ratio > 0,
+            admission=self.admission,
+        )
+        self.server = WrappingServer(grpc.aio.server(options=_server_options(settings)), wrapper)
         address = f"{settings.bind_host}:{settings.port}"
         try:
             self.port = self.server.add_insecure_port(address)
@@ -215,6 +225,8 @@ class Runtime:
         log.info("draining", extra={"grace_seconds": self.settings.drain_grace_seconds})
         if self.server is not None:
             await self.server.stop(self.settings.drain_grace_seconds)
+        if self.admission is not None:
+            await self.admission.close()
         if self._cleanup is not None:
             try:
                 await self._cleanup()
@@ -259,6 +271,7 @@ async def serve(spec: ServiceSpec, settings: Settings, *, redis_url: str | None 
     loop.add_signal_handler(signal.SIGUSR1, _dump_tasks)
     try:
         await runtime.start()
+        eventloop.settle_heap()
         await stop.wait()
     finally:
         with contextlib.suppress(Exception):

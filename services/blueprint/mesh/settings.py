@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     advertise_host: str = Field(default="127.0.0.1", description="the address others dial")
     port: int = Field(default=0, ge=0, le=65535, description="0 picks a free port")
     metrics_port: int = Field(default=0, ge=0, le=65535, description="0 picks a free port")
+    event_loop: Literal["uvloop", "asyncio"] = Field(
+        default="uvloop", description="a server's event loop: libuv's (faster) or the stdlib's"
+    )
     instance_id: str | None = None
     ready_file: Path | None = Field(
         default=None,
@@ -73,6 +76,44 @@ class Settings(BaseSettings):
     )
     max_connection_age_seconds: float = Field(
         default=30.0, gt=0, description="re-spreads long-lived connections of mesh-less clients"
+    )
+
+    # Overload: the adaptive concurrency limit and its queue (blueprint.mesh.admission)
+    admission_enabled: bool = Field(
+        default=True, description="shed unary calls over an adaptive concurrency limit"
+    )
+    admission_min_limit: int = Field(
+        default=8,
+        ge=1,
+        le=100_000,
+        description="the limit never goes below this; 1 only for handlers that hold the CPU",
+    )
+    admission_initial_limit: int | None = Field(
+        default=None, ge=1, le=100_000, description="the limit at start; unset: min_limit or 20"
+    )
+    admission_max_limit: int = Field(default=1000, ge=1, le=100_000)
+    admission_tolerance: float = Field(
+        default=1.5, gt=1, le=100, description="latency over no-load counted as queueing inside"
+    )
+    admission_queue_size: int = Field(
+        default=100, ge=0, le=100_000, description="calls that may wait for a slot; 0: none"
+    )
+    admission_queue_interval_seconds: float = Field(
+        default=0.1, gt=0, le=10, description="a burst may wait this long (CoDel interval)"
+    )
+    admission_loop_busy_seconds: float = Field(
+        default=0.02, gt=0, le=10, description="event-loop lag from which it has no spare time"
+    )
+    admission_retry_after_max_seconds: float = Field(
+        default=5.0, ge=0.05, le=300, description="longest RetryInfo delay a shed call is given"
+    )
+    admission_shed_rate_target: float = Field(
+        default=20.0,
+        gt=0,
+        description="refusals per second the RetryInfo delay is stretched to hold shedding near",
+    )
+    admission_queue_target_seconds: float = Field(
+        default=0.01, gt=0, le=10, description="the wait under a standing queue (CoDel target)"
     )
 
     # Client
@@ -325,6 +366,24 @@ class Settings(BaseSettings):
                 "worker_color and worker_live_color_file are set together or not at all"
             )
         return self
+
+    @model_validator(mode="after")
+    def _admission_limits_in_order(self) -> Settings:
+        if not self.admission_min_limit <= self.admission_start_limit <= self.admission_max_limit:
+            raise ValueError(
+                "need admission_min_limit <= admission_initial_limit <= admission_max_limit"
+            )
+        if self.admission_queue_target_seconds > self.admission_queue_interval_seconds:
+            raise ValueError(
+                "admission_queue_target_seconds must not exceed admission_queue_interval_seconds"
+            )
+        return self
+
+    @property
+    def admission_start_limit(self) -> int:
+        if self.admission_initial_limit is not None:
+            return self.admission_initial_limit
+        return min(self.admission_max_limit, max(self.admission_min_limit, 20))
 
     def balancer_for(self, service: str) -> BalancerName:
         return self.balancers.get(service, self.balancer)

@@ -9,6 +9,7 @@ carry trace-id exemplars (served when Prometheus asks for OpenMetrics).
 from __future__ import annotations
 
 import functools
+from typing import TYPE_CHECKING
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
@@ -18,6 +19,10 @@ RPC_DURATION_BUCKETS = (
 )  # fmt: skip
 
 BREAKER_STATE_VALUES = {"closed": 0, "half_open": 1, "open": 2}
+
+if TYPE_CHECKING:
+    from blueprint.mesh.admission.gate import AdmissionGate
+    from blueprint.mesh.admission.loop_lag import LoopLag
 
 
 class RpcMetrics:
@@ -118,6 +123,45 @@ class MeshMetrics:
         )
 
 
+class AdmissionMetrics:
+    """Server-side load shedding (blueprint.mesh.admission)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.limit = Gauge(
+            "blueprint_admission_limit",
+            "Unary calls this server runs at once before others wait (the adaptive limit).",
+            registry=registry,
+        )
+        self.waiting = Gauge(
+            "blueprint_admission_waiting",
+            "Calls waiting for a slot under the limit now.",
+            registry=registry,
+        )
+        self.loop_lag = Gauge(
+            "blueprint_admission_loop_lag_seconds",
+            "How late the event loop runs what is due (smoothed); high: no spare time.",
+            registry=registry,
+        )
+        self.shed = Counter(
+            "blueprint_admission_shed",
+            "Calls refused unstarted with RESOURCE_EXHAUSTED + RetryInfo (overload).",
+            ["rpc_method"],
+            registry=registry,
+        )
+        self.expired = Counter(
+            "blueprint_admission_expired",
+            "Calls answered DEADLINE_EXCEEDED unstarted: their deadline passed first.",
+            ["rpc_method"],
+            registry=registry,
+        )
+
+    def watch(self, gate: AdmissionGate, loop_lag: LoopLag) -> None:
+        """Read the gauges from the gate at scrape time (nothing to do per call)."""
+        self.limit.set_function(lambda: gate.limit.limit)
+        self.waiting.set_function(lambda: gate.waiting)
+        self.loop_lag.set_function(lambda: loop_lag.lag)
+
+
 class Metrics:
     """Everything one process exports, built against one registry."""
 
@@ -125,6 +169,7 @@ class Metrics:
         self.registry = registry
         self.rpc = RpcMetrics(registry)
         self.mesh = MeshMetrics(registry)
+        self.admission = AdmissionMetrics(registry)
         self.build_info = Gauge(
             "blueprint_build_info",
             "Always 1; labels say which Blueprint service and instance this process is.",

@@ -7,12 +7,14 @@ builds its tracer provider, so a client that traces nothing (the CLI) never load
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from opentelemetry import context as otel_context
+from opentelemetry import trace
 from opentelemetry.propagators.textmap import Getter, Setter
-from opentelemetry.trace import NoOpTracerProvider, Tracer
+from opentelemetry.trace import INVALID_SPAN_ID, INVALID_TRACE_ID, NoOpTracerProvider, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 if TYPE_CHECKING:
@@ -57,6 +59,60 @@ def extract(metadata: Iterable[tuple[str, str | bytes]] | None) -> otel_context.
     except Exception:  # a bad header must never fail the call
         log.debug("ignored unreadable trace context", exc_info=True)
         return otel_context.Context()
+
+
+def carries_context(metadata: Iterable[tuple[str, str | bytes]] | None) -> bool:
+    """Whether `metadata` has a traceparent at all: most calls from outside the mesh do
+    not, and then there is nothing to parse."""
+    return any(key == "traceparent" for key, _ in metadata or ())
+
+
+def unsampled_span(
+    parent: otel_context.Context | None, roots_sampled: bool
+) -> trace.NonRecordingSpan | None:
+    """The span the sampler built by `tracer_provider` (parent-based) would give a new
+    span under `parent`, when that answer is known without asking it: not sampled
+    under an unsampled parent, or as a root when roots are never sampled (a ratio of
+    0). None when the sampler must decide. Same ids and flags as the SDK would make,
+    without building a sampling result, attributes, or a recording span."""
+    parent_context = trace.get_current_span(parent).get_span_context()
+    if parent_context.is_valid:
+        if parent_context.trace_flags.sampled:
+            return None
+        return trace.NonRecordingSpan(
+            trace.SpanContext(
+                parent_context.trace_id,
+                _new_span_id(),
+                is_remote=False,
+                trace_flags=trace.TraceFlags(parent_context.trace_flags & _RANDOM_TRACE_ID),
+                trace_state=parent_context.trace_state,
+            )
+        )
+    if roots_sampled:
+        return None
+    return trace.NonRecordingSpan(
+        trace.SpanContext(
+            _new_trace_id(), _new_span_id(), is_remote=False, trace_flags=_UNSAMPLED_RANDOM_ROOT
+        )
+    )
+
+
+# The SDK's ids are random, and it says so in the flags (W3C trace context level 2).
+_RANDOM_TRACE_ID = trace.TraceFlags.RANDOM_TRACE_ID
+_UNSAMPLED_RANDOM_ROOT = trace.TraceFlags(trace.TraceFlags.DEFAULT | _RANDOM_TRACE_ID)
+
+
+def _new_span_id() -> int:
+    # As the SDK's RandomIdGenerator: random bits, never the invalid id.
+    while (span_id := random.getrandbits(64)) == INVALID_SPAN_ID:
+        pass
+    return span_id
+
+
+def _new_trace_id() -> int:
+    while (trace_id := random.getrandbits(128)) == INVALID_TRACE_ID:
+        pass
+    return trace_id
 
 
 def inject(metadata: Iterable[tuple[str, str | bytes]] | None) -> list[tuple[str, str | bytes]]:

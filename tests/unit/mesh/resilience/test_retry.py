@@ -11,12 +11,14 @@ from google.rpc import error_details_pb2, status_pb2
 from hypothesis import given
 from hypothesis import strategies as st
 
+from blueprint.mesh.errors import overloaded_status
 from blueprint.mesh.resilience.retry import (
     STOP,
     RetryBudget,
     RetryPolicy,
     retry_info_delay,
     server_pushback,
+    was_shed,
 )
 
 UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
@@ -163,4 +165,35 @@ def test_an_unavailable_store_saying_when_to_come_back_is_waited_for() -> None:
     assert (
         policy.delay_before_retry(UNAVAILABLE, _retry_info(800), idempotent=True, attempts_made=1)
         == 0.8
+    )
+
+
+def _shed_status(milliseconds: int) -> list[tuple[str, bytes]]:
+    # What the admission gate answers: mesh.errors.overloaded_status.
+    shed = overloaded_status(milliseconds / 1000, limit=4)
+    return [(key, value) for key, value in shed.trailing_metadata if isinstance(value, bytes)]
+
+
+def test_an_overloaded_server_saying_when_to_come_back_is_retried_then() -> None:
+    policy = RetryPolicy(max_attempts=3, rng=random.Random(1))
+    exhausted = grpc.StatusCode.RESOURCE_EXHAUSTED
+    told = _retry_info(200)
+    assert policy.delay_before_retry(exhausted, told, idempotent=True, attempts_made=1) == 0.2
+    # Not idempotent, and the server may have started it (a quota answer): not repeated.
+    assert policy.delay_before_retry(exhausted, told, idempotent=False, attempts_made=1) is None
+    # No time to come back given: a refusal, not a retry.
+    assert policy.delay_before_retry(exhausted, (), idempotent=True, attempts_made=1) is None
+    assert policy.delay_before_retry(exhausted, told, idempotent=True, attempts_made=3) is None
+
+
+def test_a_call_shed_before_it_started_is_retried_even_when_not_idempotent() -> None:
+    policy = RetryPolicy(max_attempts=3, rng=random.Random(1))
+    shed = _shed_status(300)
+    assert was_shed(shed)
+    assert not was_shed(_retry_info(300))
+    assert (
+        policy.delay_before_retry(
+            grpc.StatusCode.RESOURCE_EXHAUSTED, shed, idempotent=False, attempts_made=1
+        )
+        == 0.3
     )

@@ -1,0 +1,207 @@
+"""Handlers wrapped at registration, on a real loopback server built as the runtime builds
+it: both of grpc's registration paths are wrapped, the admission step sees every call
+start and end, and an unsampled call gets the ids and flags the SDK would give it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import grpc
+import grpc.aio
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ParentBasedTraceIdRatio
+from prometheus_client import CollectorRegistry
+
+from blueprint.diag.v1 import diag_pb2, diag_pb2_grpc
+from blueprint.mesh.errors import DomainError
+from blueprint.mesh.handlers import CallWrapper, Context, WrappingServer
+from blueprint.mesh.telemetry.metrics import RpcMetrics
+
+ECHO = "blueprint.diag.v1.Diagnostics/Echo"
+SAMPLED_PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+UNSAMPLED_PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"
+
+
+class _SpanEcho(diag_pb2_grpc.DiagnosticsServicer):
+    """Answers with the span context the handler runs in: trace id, span id, flags."""
+
+    async def Echo(self, request: diag_pb2.EchoRequest, context: Context) -> diag_pb2.EchoResponse:
+        if request.payload == "fail":
+            raise ValueError("a bug")
+        span = trace.get_current_span().get_span_context()
+        return diag_pb2.EchoResponse(
+            payload=f"{span.trace_id:032x}-{span.span_id:016x}-{int(span.trace_flags):02x}"
+        )
+
+
+class _Overloaded(DomainError):
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+@dataclass
+class _Permit:
+    released: list[tuple[float, grpc.StatusCode]] = field(default_factory=list)
+
+    def release(self, latency_seconds: float, code: grpc.StatusCode) -> None:
+        self.released.append((latency_seconds, code))
+
+
+@dataclass
+class _Admission:
+    refuse: bool = False
+    admitted: list[str] = field(default_factory=list)
+    permit: _Permit = field(default_factory=_Permit)
+
+    async def admit(self, method: str, context: Context) -> _Permit:
+        if self.refuse:
+            raise _Overloaded("too busy")
+        self.admitted.append(method)
+        return self.permit
+
+
+@dataclass
+class _Served:
+    channel: grpc.aio.Channel
+    metrics: RpcMetrics
+    registry: CollectorRegistry
+    spans: InMemorySpanExporter
+    admission: _Admission
+
+
+async def _serve(roots_sampled: bool) -> AsyncIterator[_Served]:
+    spans = InMemorySpanExporter()
+    ratio = 1.0 if roots_sampled else 0.0
+    provider = TracerProvider(sampler=ParentBasedTraceIdRatio(ratio))
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    registry = CollectorRegistry()
+    metrics = RpcMetrics(registry)
+    admission = _Admission()
+    wrapper = CallWrapper(
+        provider.get_tracer("test"), metrics, roots_sampled=roots_sampled, admission=admission
+    )
+    server = WrappingServer(grpc.aio.server(), wrapper)
+    diag_pb2_grpc.add_DiagnosticsServicer_to_server(_SpanEcho(), server)
+    health = HealthServicer()
+    await health.set("", health_pb2.HealthCheckResponse.SERVING)
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    reflection.enable_server_reflection(
+        ["blueprint.diag.v1.Diagnostics", reflection.SERVICE_NAME], server
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        yield _Served(channel, metrics, registry, spans, admission)
+    await server.stop(None)
+
+
+@pytest.fixture
+async def unsampled() -> AsyncIterator[_Served]:
+    async for served in _serve(roots_sampled=False):
+        yield served
+
+
+@pytest.fixture
+async def sampled() -> AsyncIterator[_Served]:
+    async for served in _serve(roots_sampled=True):
+        yield served
+
+
+def _count(served: _Served, code: str) -> float:
+    value = served.registry.get_sample_value(
+        "rpc_server_call_duration_seconds_count",
+        {"rpc_system_name": "grpc", "rpc_method": ECHO, "rpc_response_status_code": code},
+    )
+    return value or 0.0
+
+
+async def _echo(served: _Served, payload: str = "hi", traceparent: str | None = None) -> str:
+    metadata = [("traceparent", traceparent)] if traceparent else None
+    stub = diag_pb2_grpc.DiagnosticsStub(served.channel)
+    reply = await stub.Echo(diag_pb2.EchoRequest(payload=payload), metadata=metadata, timeout=5)
+    return reply.payload
+
+
+async def test_each_call_is_measured_once_and_admitted_then_released(sampled: _Served) -> None:
+    for _ in range(3):
+        await _echo(sampled)
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await _echo(sampled, "fail")
+    assert raised.value.code() == grpc.StatusCode.INTERNAL
+
+    assert _count(sampled, "OK") == 3
+    assert _count(sampled, "INTERNAL") == 1
+    in_flight = sampled.registry.get_sample_value(
+        "rpc_server_calls_in_flight", {"rpc_method": ECHO}
+    )
+    assert in_flight == 0
+    assert sampled.admission.admitted == [ECHO] * 4
+    codes = [code for _, code in sampled.admission.permit.released]
+    assert codes == [grpc.StatusCode.OK] * 3 + [grpc.StatusCode.INTERNAL]
+    assert all(latency >= 0 for latency, _ in sampled.admission.permit.released)
+    assert len(sampled.spans.get_finished_spans()) == 4
+
+
+async def test_a_refused_admission_answers_its_status_and_is_measured(sampled: _Served) -> None:
+    sampled.admission.refuse = True
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await _echo(sampled)
+    assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert _count(sampled, "RESOURCE_EXHAUSTED") == 1
+    assert sampled.admission.permit.released == []
+
+
+async def test_health_and_reflection_are_served_through_the_wrapping_server(
+    unsampled: _Served,
+) -> None:
+    health = health_pb2_grpc.HealthStub(unsampled.channel)
+    reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=5)
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+    stub = reflection_pb2_grpc.ServerReflectionStub(unsampled.channel)
+    request = reflection_pb2.ServerReflectionRequest(list_services="")
+    async for answer in stub.ServerReflectionInfo(iter([request]), timeout=5):
+        names = {s.name for s in answer.list_services_response.service}
+        assert "blueprint.diag.v1.Diagnostics" in names
+        break
+    assert unsampled.spans.get_finished_spans() == ()  # probes are not traced
+
+
+async def test_an_unsampled_root_still_has_ids_for_logs_and_downstream_calls(
+    unsampled: _Served,
+) -> None:
+    first = await _echo(unsampled)
+    second = await _echo(unsampled)
+    trace_id, span_id, flags = first.split("-")
+    assert int(trace_id, 16) != 0 and int(span_id, 16) != 0
+    assert flags == "02"  # not sampled; random trace id (as the SDK marks its own)
+    assert first.split("-")[0] != second.split("-")[0]
+    assert unsampled.spans.get_finished_spans() == ()
+    assert _count(unsampled, "OK") == 2
+
+
+async def test_an_unsampled_parent_is_continued_without_recording(unsampled: _Served) -> None:
+    trace_id, span_id, flags = (await _echo(unsampled, traceparent=UNSAMPLED_PARENT)).split("-")
+    assert trace_id == "0af7651916cd43dd8448eb211c80319c"
+    assert span_id != "b7ad6b7169203331"
+    assert flags == "00"
+    assert unsampled.spans.get_finished_spans() == ()
+
+
+async def test_a_sampled_parent_is_recorded_even_when_roots_are_not(unsampled: _Served) -> None:
+    trace_id, _, flags = (await _echo(unsampled, traceparent=SAMPLED_PARENT)).split("-")
+    assert trace_id == "0af7651916cd43dd8448eb211c80319c"
+    assert flags == "01"
+    (span,) = unsampled.spans.get_finished_spans()
+    assert span.name == ECHO
+    assert span.kind is trace.SpanKind.SERVER
+    assert span.parent is not None and span.parent.span_id == 0xB7AD6B7169203331
+    assert span.attributes is not None
+    assert span.attributes["rpc.response.status_code"] == "OK"
