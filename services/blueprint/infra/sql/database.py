@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from blueprint.errors import StoreUnavailable
 from blueprint.infra.guard import StoreGuard, StoreGuards
+from blueprint.infra.outages import translated
 from blueprint.infra.sql.engines import EngineOptions, create_engine
 from blueprint.infra.sql.routing import Clock, ReadYourWrites, ReplicaRotation, current_caller
 from blueprint.infra.sql.urls import normalise_url, shown, sqlite_url
@@ -176,6 +177,14 @@ class Database:
             return WRITER
         order = self._rotation.peek()
         return f"replica-{order[0]}" if order else WRITER
+
+    async def ping_writer(self) -> None:
+        """`SELECT 1` on the writer: the health check's probe. Not through the breaker
+        (a probe must see the database come back while the breaker is still open); an
+        outage is raised as `StoreUnavailable`, classified as every store call's is."""
+        with translated(self.writer_guard.dependency):
+            async with self.writer.connect() as connection:
+                await connection.execute(text("SELECT 1"))
 
     async def dispose(self) -> None:
         for engine in (self.writer, *self.replicas):
