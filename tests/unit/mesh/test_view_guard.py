@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from blueprint.mesh.discovery import Instance
+from blueprint.mesh.balancers import make_balancer
+from blueprint.mesh.discovery import Instance, MemoryRegistry
+from blueprint.mesh.pool import EndpointPool
 from blueprint.mesh.view_guard import ViewGuard
 from support.clock import FakeClock
+from support.waiting import eventually
 
 
 def _instances(*ids: str) -> list[Instance]:
@@ -65,3 +68,31 @@ def test_the_first_read_is_believed_even_if_empty() -> None:
 def test_bad_parameters_are_refused(share: float, hold: float) -> None:
     with pytest.raises(ValueError):
         ViewGuard(min_share=share, hold_seconds=hold)
+
+
+async def test_the_pool_keeps_its_view_when_the_registry_empties_and_believes_it_later() -> None:
+    """The guard in place, on a pool fed by a registry that loses everything; and the
+    control: with `min_share` 0 (no protection) the same read empties the pool."""
+    registry = MemoryRegistry()
+    for instance in _instances("a", "b"):
+        await registry.register(instance)
+    guarded = EndpointPool(
+        "diag", registry, make_balancer("round_robin"),
+        view_guard=ViewGuard(hold_seconds=0.5), watch_health=False,
+    )  # fmt: skip
+    unguarded = EndpointPool(
+        "diag", registry, make_balancer("round_robin"),
+        view_guard=ViewGuard(min_share=0), watch_health=False,
+    )  # fmt: skip
+    for pool in (guarded, unguarded):
+        pool.start()
+    try:
+        await eventually(lambda: len(guarded.endpoints) == len(unguarded.endpoints) == 2, 10)
+        for instance in _instances("a", "b"):
+            await registry.deregister(instance)
+        await eventually(lambda: unguarded.endpoints == [], 10, "control: believed at once")
+        assert len(guarded.endpoints) == 2 and guarded.pick(None) is not None
+        await eventually(lambda: guarded.endpoints == [], 30, "believed after the hold")
+    finally:
+        await guarded.close()
+        await unguarded.close()
