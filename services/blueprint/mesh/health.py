@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from grpc_health.v1 import health_pb2
 from grpc_health.v1._async import HealthServicer
+from opentelemetry.instrumentation.utils import suppress_instrumentation
 
 from blueprint.mesh.tasks import cancel_and_wait
 
@@ -100,8 +101,10 @@ class DependencyChecker:
 
     async def _probe(self, dependency: Dependency) -> bool:
         try:
-            async with asyncio.timeout(self._timeout):
-                await dependency.probe()
+            # Untraced: a span per probe per second would bury the traces that matter.
+            with suppress_instrumentation():
+                async with asyncio.timeout(self._timeout):
+                    await dependency.probe()
         except asyncio.CancelledError:
             raise
         except Exception as error:  # any failure of a probe means "not answering"
