@@ -20,7 +20,7 @@ from blueprint.diag.service import SPEC as DIAG
 from blueprint.diag.v1 import diag_pb2, diag_pb2_grpc
 from blueprint.mesh.client import MeshClient
 from blueprint.mesh.discovery import Instance, MemoryRegistry
-from blueprint.mesh.health import LIVENESS
+from blueprint.mesh.health import LIVENESS, Dependencies, Dependency, DependencyChecker
 from blueprint.mesh.server import Runtime, ServiceSpec, ServingContext
 from blueprint.mesh.settings import Settings
 from support.waiting import eventually
@@ -265,3 +265,38 @@ async def test_a_draining_replica_is_avoided_even_when_discovery_cannot_be_told(
         await mesh.close()
         registry.down = False
         await first.stop()
+
+
+async def test_a_probe_that_hangs_counts_as_failed_and_a_broken_callback_does_not_stop_checks() -> (
+    None
+):
+    changes: list[frozenset[str]] = []
+    never = asyncio.Event()
+
+    async def hang() -> None:
+        await never.wait()  # a blackholed database: no answer, ever
+
+    async def record(down: frozenset[str]) -> None:
+        changes.append(down)
+        raise RuntimeError("a broken listener")
+
+    checker = DependencyChecker(
+        [Dependency("db", hang)],
+        record,
+        interval_seconds=0.01,
+        timeout_seconds=0.05,
+        failures_to_down=1,
+    )
+    checker.start()
+    try:
+        await eventually(lambda: changes == [frozenset({"db"})], WITHIN, "down after a timeout")
+        assert checker.down == {"db"}
+    finally:
+        await checker.aclose()
+
+
+def test_a_dependency_is_declared_once() -> None:
+    dependencies = Dependencies()
+    dependencies.add("db", Switch().probe)
+    with pytest.raises(ValueError, match="twice"):
+        dependencies.add("db", Switch().probe)
