@@ -3,7 +3,8 @@
 Each service declares its hard dependencies (`Dependencies.add`): a name and a cheap
 probe (`SELECT 1`, `PING`) that raises when the dependency does not answer. A
 `DependencyChecker` probes them all every `interval_seconds`; after `failures_to_down`
-failed probes in a row a dependency is down, after one good probe it is up again.
+failed probes in a row a dependency is down (before its first good probe, after one),
+after one good probe it is up again.
 `ServingHealth` turns that into the standard health servicer's statuses:
 
 - the overall name "", the discovery name (e.g. "shortener") and every gRPC service's
@@ -76,7 +77,9 @@ class DependencyChecker:
         self._interval = interval_seconds
         self._timeout = timeout_seconds
         self._failures_to_down = failures_to_down
-        self._failures = {d.name: 0 for d in self._dependencies}
+        # Until a probe succeeds, one failure is enough: a replica whose database is
+        # down at start must not announce itself serving first.
+        self._failures = {d.name: failures_to_down - 1 for d in self._dependencies}
         self.down: frozenset[str] = frozenset()
         self._task: asyncio.Task[None] | None = None
 

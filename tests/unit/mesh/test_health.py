@@ -171,7 +171,7 @@ async def test_a_replica_whose_dependency_is_down_at_start_starts_not_serving(
     spec = _with_dependency(switch)
     runtime = Runtime(
         spec,
-        SETTINGS.model_copy(update={"instance_id": "diag-late", "health_failures_to_down": 1}),
+        SETTINGS.model_copy(update={"instance_id": "diag-late"}),  # 2 to down, once up
         registry,
         owns_registry=False,
     )
