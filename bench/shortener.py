@@ -11,6 +11,8 @@ those of the tiers and not of the transport. Three ways to answer, in one run:
 - database: no cache, one SELECT per call, the baseline of the ratios.
 
 A fourth row adds what Resolve also does in production: publish a click to the queue.
+Then the clicks' side (`bench/clicks.py`): one real replica's Resolve calls/s over gRPC,
+times three, beside one click worker's clicks/s, with batches and one at a time.
 
 The stampede: a hot link's cache entry expires while 500 callers want it, spread over 4
 cache clients (as 4 replicas of the service would be). Without protection (plain
@@ -28,13 +30,15 @@ import os
 import random
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
 
+from bench.clicks import QUICK_CLICKS, ClickParameters
+from bench.clicks import measure as measure_clicks
 from bench.common import Sample, closed_loop, print_table, progress, write_result
 from blueprint.infra.cache import Cache, CachePolicy
 from blueprint.infra.queue import Priority, WorkQueue
@@ -60,11 +64,17 @@ class Parameters:
     cache_clients: int = 4
     expiries: int = 5
     stampede_ttl_seconds: float = 0.5
+    clicks: ClickParameters = field(default_factory=ClickParameters)
 
 
 FULL = Parameters()
 QUICK = Parameters(
-    links=100, warmup_seconds=0.05, duration_seconds=0.3, expiries=2, stampede_ttl_seconds=0.3
+    links=100,
+    warmup_seconds=0.05,
+    duration_seconds=0.3,
+    expiries=2,
+    stampede_ttl_seconds=0.3,
+    clicks=QUICK_CLICKS,
 )
 
 
@@ -91,20 +101,22 @@ def _policy(**overrides: Any) -> CachePolicy:
 
 
 @contextlib.asynccontextmanager
-async def _environment() -> AsyncIterator[tuple[aioredis.Redis, CountingStore, str]]:
-    """Redis, the store over a fresh database, and the database's description."""
+async def _environment() -> AsyncIterator[tuple[aioredis.Redis, CountingStore, str, str, str]]:
+    """Redis, the store over a fresh database, the database's description, and the URLs
+    of both (for the processes the clicks' figures start)."""
     with tempfile.TemporaryDirectory(prefix="bench-shortener-") as scratch:
         redis_server = EmbeddedRedis(Path(scratch) / "redis")
         url = redis_server.start()
         given = os.environ.get(DATABASE_URL_VARIABLE)
-        database = Database.from_urls(given or sqlite_url(Path(scratch), SERVICE))
+        database_url = given or str(sqlite_url(Path(scratch), SERVICE))
+        database = Database.from_urls(database_url)
         sharded = ShardedDatabase([database])
         pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=64, timeout=10)
         redis = aioredis.Redis(connection_pool=pool)
         try:
             await migrate(SERVICE, sharded)
             described = "PostgreSQL" if given else "SQLite (the local default)"
-            yield redis, CountingStore(sharded), described
+            yield redis, CountingStore(sharded), described, url, database_url
         finally:
             await redis.aclose()
             await sharded.dispose()
@@ -292,10 +304,13 @@ def _report(
 
 
 async def _run(params: Parameters) -> dict[str, object]:
-    async with _environment() as (redis, store, db):
+    async with _environment() as (redis, store, db, redis_url, database_url):
         samples = await _tiers(redis, store, params)
         stampede = await _stampede(redis, store, params)
-    return _report(samples, stampede, params, db)
+        report = _report(samples, stampede, params, db)
+        codes = [f"bench-{n:05d}" for n in range(params.links)]
+        clicks = await measure_clicks(redis_url, database_url, store, codes, params.clicks)
+    return {**report, "clicks": clicks}
 
 
 def run(quick: bool) -> None:

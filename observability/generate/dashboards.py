@@ -1,4 +1,5 @@
-"""The three Blueprint dashboards: mesh overview, one service, mesh resilience.
+"""The Blueprint dashboards: mesh overview, one service, mesh resilience; and the data
+path's (caches and queues, the shortener) from `datapath.py`.
 
 Every query works on the raw metrics with `$__rate_interval`, so the dashboards
 show data without the recording rules; only the SLO rows read recorded ratios.
@@ -6,7 +7,7 @@ show data without the recording rules; only the SLO rows read recorded ratios.
 
 from __future__ import annotations
 
-from observability.generate import rules, slo
+from observability.generate import datapath, rules, slo
 from observability.generate.grafana import (
     Json,
     Panel,
@@ -752,4 +753,5 @@ DASHBOARDS = {
     "mesh-overview.json": mesh_overview,
     "service.json": service_drilldown,
     "mesh-resilience.json": mesh_resilience,
+    **datapath.DASHBOARDS,
 }

@@ -1,4 +1,5 @@
-"""The generated dashboards: fresh, well formed, and every query valid PromQL.
+"""The generated dashboards: fresh, well formed, every query valid PromQL, and every
+metric a query reads one that the code exports.
 
 Whether each query also returns data from a real mesh is test_prometheus.py's job.
 """
@@ -13,7 +14,13 @@ from typing import Any
 
 import pytest
 import yaml
+from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
+from blueprint.infra.cache import CacheMetrics
+from blueprint.infra.guard import StoreMetrics
+from blueprint.infra.queue import QueueMetrics
+from blueprint.mesh.telemetry.metrics import Metrics
+from blueprint.shortener.app import ShortenerMetrics
 from observability.generate import render
 from support.prometheus import tool
 
@@ -42,9 +49,9 @@ def test_committed_assets_match_the_generator() -> None:
     assert render.stale() == [], "run 'make dashboards'"
 
 
-def test_the_three_dashboards_exist_with_distinct_uids() -> None:
+def test_the_five_dashboards_exist_with_distinct_uids() -> None:
     uids = [_load(path)["uid"] for path in DASHBOARDS]
-    assert len(uids) == len(set(uids)) == 3
+    assert len(uids) == len(set(uids)) == 5
 
 
 @pytest.mark.parametrize("path", DASHBOARDS, ids=[p.stem for p in DASHBOARDS])
@@ -96,6 +103,8 @@ def test_every_dashboard_query_is_valid_promql(tmp_path: Path) -> None:
         "method": ".*",
         "instance": ".*",
         "target": ".*",
+        "cache": ".*",
+        "stream": ".*",
     }
     groups = []
     for path in DASHBOARDS:
@@ -111,3 +120,78 @@ def test_every_dashboard_query_is_valid_promql(tmp_path: Path) -> None:
         [promtool, "check", "rules", str(rules_file)], capture_output=True, text=True
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+# -- metric names -----------------------------------------------------------------------
+
+_STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"')
+_GROUPINGS = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)")
+_MATCHERS = re.compile(r"\{[^}]*\}")
+_RANGES = re.compile(r"\[[^\]]*\]")
+_NAME = re.compile(r"[A-Za-z_:][A-Za-z0-9_:]*")
+_KEYWORDS = {"and", "or", "unless", "bool", "offset", "inf", "nan"}
+
+
+def metric_names(expr: str) -> set[str]:
+    """The metric (and recording rule) names a PromQL expression reads."""
+    bare = _STRINGS.sub('""', expr)
+    for pattern in (_GROUPINGS, _MATCHERS, _RANGES):
+        bare = pattern.sub(" ", bare)
+    names = set()
+    for match in _NAME.finditer(bare):
+        followed_by = bare[match.end() :].lstrip()[:1]
+        if followed_by == "(" or match.group().lower() in _KEYWORDS:
+            continue  # a function or an aggregation, not a metric
+        names.add(match.group())
+    return names
+
+
+def exported_names() -> set[str]:
+    """Every series name the services' metric classes can export, as Prometheus sees it."""
+    registry = CollectorRegistry()
+    Metrics(registry)
+    CacheMetrics(registry)
+    QueueMetrics(registry)
+    ShortenerMetrics(registry)
+    StoreMetrics(registry)
+    for collector in (ProcessCollector, PlatformCollector, GCCollector):
+        collector(registry=registry)
+    names = {"up"}  # Prometheus's own, per target
+    for family in registry.collect():
+        names.add(family.name)
+        suffixes = {
+            "counter": ("_total", "_created"),
+            "histogram": ("_bucket", "_count", "_sum", "_created"),
+            "summary": ("_count", "_sum", "_created"),
+            "gauge": ("",),
+            "info": ("_info",),
+        }.get(family.type, ("",))
+        names |= {family.name + suffix for suffix in suffixes}
+    return names
+
+
+def recorded_names() -> set[str]:
+    rule_files = sorted((render.RULES_DIR).glob("*.yaml"))
+    return {
+        rule["record"]
+        for path in rule_files
+        for group in yaml.safe_load(path.read_text())["groups"]
+        for rule in group["rules"]
+        if "record" in rule
+    }
+
+
+def test_metric_names_are_found_in_queries() -> None:
+    expr = (
+        'sum by (cache, result) (rate(blueprint_cache_lookups_total{cache=~"$cache"}[5m]))'
+        " / on (job) group_left () max(blueprint_queue_pending) or vector(0)"
+        ' and label_replace(up, "a", "$1", "b", "(.*)")'
+    )
+    assert metric_names(expr) == {"blueprint_cache_lookups_total", "blueprint_queue_pending", "up"}
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=[p.stem for p in DASHBOARDS])
+def test_every_metric_a_dashboard_reads_is_exported_by_the_code(path: Path) -> None:
+    known = exported_names() | recorded_names()
+    unknown = {name: expr for expr in _exprs(_load(path)) for name in metric_names(expr) - known}
+    assert not unknown, f"metrics no code exports: {sorted(unknown)}"

@@ -215,7 +215,7 @@ class CallRouter:
             raise
         finally:
             elapsed = time.monotonic() - started
-            load.finish(elapsed)
+            load.finish(elapsed, code)
             self.pool.record(endpoint, code, elapsed)
 
     async def unary(
@@ -401,7 +401,7 @@ class CallRouter:
                     await asyncio.sleep(delay)
                 finally:
                     elapsed = time.monotonic() - attempt_started
-                    load.finish(elapsed)
+                    load.finish(elapsed, attempt_code)
                     self.pool.record(endpoint, attempt_code, elapsed)
         except asyncio.CancelledError:
             code = grpc.StatusCode.CANCELLED

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    import grpc
     import grpc.aio
 
     from blueprint.mesh.discovery.base import Instance
@@ -23,8 +24,8 @@ class Load(Protocol):
     def start(self) -> None:
         """A call was sent to the endpoint."""
 
-    def finish(self, rtt_seconds: float) -> None:
-        """A call to the endpoint ended after `rtt_seconds`."""
+    def finish(self, rtt_seconds: float, code: grpc.StatusCode | None = None) -> None:
+        """A call to the endpoint ended after `rtt_seconds` with `code` (None: OK)."""
 
     def cost(self) -> float:
         """Lower is better; comparable across endpoints of one balancer."""

@@ -14,6 +14,7 @@ BalancerName = Literal[
     "least_connections",
     "least_response_time",
     "p2c_peak_ewma",
+    "p2c_expected_latency",
     "consistent_hash",
     "random",
 ]
@@ -98,7 +99,7 @@ class Settings(BaseSettings):
     endpoint_health_watch: bool = Field(
         default=True, description="follow each endpoint's grpc.health.v1 Watch; off: discovery only"
     )
-    balancer: BalancerName = "p2c_peak_ewma"
+    balancer: BalancerName = "p2c_expected_latency"
     balancers: dict[str, BalancerName] = Field(
         default_factory=dict, description="per target service, overriding `balancer`"
     )
@@ -241,6 +242,15 @@ class Settings(BaseSettings):
     )
     queue_handler_timeout_seconds: float | None = Field(
         default=300.0, gt=0, description="a handler running longer has failed; unset: none"
+    )
+    queue_batch_size: int = Field(
+        default=100, ge=1, le=1000, description="messages per run of a batch handler"
+    )
+    queue_depth_interval_seconds: float = Field(
+        default=5.0, gt=0, le=300, description="how often a worker samples backlog, lag, DLQ"
+    )
+    queue_batch_max_wait_seconds: float = Field(
+        default=0.05, ge=0, le=10, description="how long a batch that is not full waits for more"
     )
 
     # Cache (blueprint.infra.cache)

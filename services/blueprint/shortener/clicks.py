@@ -5,7 +5,7 @@ background and Resolve answers at once. The price is explicit: a click accepted 
 moment before a crash may be lost, and under overload (more than `max_pending` clicks
 waiting for Redis) new clicks are dropped and counted as dropped rather than slowing
 redirects down. Once in the stream, a click is delivered at least once and counted once
-(see `store.record_click`).
+(see `store.record_clicks`), in batches (`worker.py`).
 """
 
 from __future__ import annotations

@@ -45,6 +45,16 @@ class DailyClicks:
 
 
 @dataclass(frozen=True, slots=True)
+class ReceivedClick:
+    """A click message as the store counts it: once per message id."""
+
+    message_id: str
+    code: str
+    link_id: int  # the link clicked; a click on another link under the code is not counted
+    day: date
+
+
+@dataclass(frozen=True, slots=True)
 class ClickStats:
     total: int
     daily: list[DailyClicks]  # oldest first; days without clicks are absent

@@ -13,7 +13,8 @@ who wrote lately (the `caller_scope` the servicer sets), who reads the writer.
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Sequence
 from datetime import date, datetime
 from typing import Any, TypeVar
 
@@ -25,7 +26,14 @@ from blueprint.infra.sql import Database, ShardedDatabase
 from blueprint.infra.sql.types import insert_for
 from blueprint.shortener.errors import CodeTaken
 from blueprint.shortener.models import ClickReceiptRow, DailyClicksRow, LinkRow, PasteRow
-from blueprint.shortener.records import ClickStats, DailyClicks, DeleteOutcome, Link, Paste
+from blueprint.shortener.records import (
+    ClickStats,
+    DailyClicks,
+    DeleteOutcome,
+    Link,
+    Paste,
+    ReceivedClick,
+)
 
 Row = TypeVar("Row", LinkRow, PasteRow)
 
@@ -93,37 +101,62 @@ class ShortenerStore:
 
     # -- clicks -----------------------------------------------------------------------
 
-    async def record_click(
-        self, message_id: str, code: str, link_id: int, day: date, now: datetime
-    ) -> bool:
-        """Count one click of link `link_id` on `day`, once per `message_id`.
+    async def record_clicks(self, clicks: Sequence[ReceivedClick], now: datetime) -> int:
+        """Count each click once per message id, in one transaction per shard; returns
+        how many message ids were new.
 
-        The receipt and the count commit together, so a redelivered message finds its
-        receipt and counts nothing. A click on a link that is gone, or whose code now
-        names another link (a deleted alias taken again), is received but not counted.
-        Returns False for a duplicate.
+        The receipts and the counts commit together, so a redelivered message (alone or
+        in another batch) finds its receipt and counts nothing. A click on a link that is
+        gone, or whose code now names another link (a deleted alias taken again), is
+        received but not counted. Rows are written in key order, so two batches never
+        wait on each other's locks in a cycle.
         """
-        async with self._shard(code).write() as session:
+        by_shard: dict[int, list[ReceivedClick]] = {}
+        for click in clicks:
+            by_shard.setdefault(self.database.index_for_key(click.code), []).append(click)
+        new = 0
+        for index, shard_clicks in sorted(by_shard.items()):
+            new += await self._record_on_shard(self.database.shards[index], shard_clicks, now)
+        return new
+
+    async def _record_on_shard(
+        self, shard: Database, clicks: list[ReceivedClick], now: datetime
+    ) -> int:
+        first = {c.message_id: c for c in reversed(clicks)}  # one click per message id
+        # Core statements run with a list of parameters (executemany): compiled once and
+        # cached, where a multi-row VALUES would be compiled anew for every batch.
+        receipts_table = ClickReceiptRow.__table__
+        daily_table = DailyClicksRow.__table__
+        async with shard.write() as session:
             insert = insert_for(session)
-            receipt = (
-                insert(ClickReceiptRow)
-                .values(message_id=message_id, received_at=now)
+            receipts = (
+                insert(receipts_table)
                 .on_conflict_do_nothing()
-                .returning(ClickReceiptRow.message_id)
+                .returning(receipts_table.c.message_id)
             )
-            if await session.scalar(receipt) is None:
-                return False
-            current = await session.scalar(select(LinkRow.id).where(LinkRow.code == code))
-            if current != link_id:
-                return True
-            count = insert(DailyClicksRow).values(code=code, day=day, clicks=1)
-            await session.execute(
-                count.on_conflict_do_update(
-                    index_elements=[DailyClicksRow.code, DailyClicksRow.day],
-                    set_={"clicks": DailyClicksRow.clicks + 1},
+            rows = [{"message_id": mid, "received_at": now} for mid in sorted(first)]
+            fresh = [first[mid] for mid in await session.scalars(receipts, rows)]
+            if not fresh:
+                return 0
+            codes = sorted({c.code for c in fresh})
+            links = await session.execute(
+                select(LinkRow.code, LinkRow.id).where(LinkRow.code.in_(codes))
+            )
+            current: dict[str, int] = {code: link_id for code, link_id in links}
+            per_day = Counter((c.code, c.day) for c in fresh if current.get(c.code) == c.link_id)
+            if per_day:
+                count = insert(daily_table)
+                await session.execute(
+                    count.on_conflict_do_update(
+                        index_elements=[daily_table.c.code, daily_table.c.day],
+                        set_={"clicks": daily_table.c.clicks + count.excluded.clicks},
+                    ),
+                    [
+                        {"code": code, "day": day, "clicks": n}
+                        for (code, day), n in sorted(per_day.items())
+                    ],
                 )
-            )
-        return True
+        return len(fresh)
 
     async def click_stats(self, code: str, since: date) -> ClickStats:
         async with self._shard(code).read() as session:

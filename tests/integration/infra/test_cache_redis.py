@@ -19,6 +19,7 @@ from blueprint.infra.cache import (
     StrSerializer,
 )
 from support.clock import FakeClock
+from support.waiting import eventually
 
 pytestmark = pytest.mark.redis
 
@@ -344,6 +345,38 @@ async def test_metrics_count_where_reads_were_answered(
     assert sample("blueprint_cache_lookups_total", result="hit") == 1
     assert sample("blueprint_cache_loads_total", reason="miss") == 1
     assert sample("blueprint_cache_load_duration_seconds_count") == 1
+
+
+async def test_metrics_count_stampede_locks_taken_waited_for_and_timed_out(
+    cache_factory: Callable[..., Cache[Any]],
+    clients: Callable[[], CountingRedis],
+    redis_url: str,
+    redis_prefix: str,
+) -> None:
+    registry = CollectorRegistry()
+    metrics = CacheMetrics(registry)
+    redises = [clients() for _ in range(5)]  # five replicas, ten callers each
+    caches = [cache_factory(metrics=metrics, name="links", redis=r) for r in redises]
+    loader = CountingLoader("v")
+    loader.gate = asyncio.Event()
+    stampede = asyncio.create_task(_stampede(caches, "hot", loader, 50))
+    # Every replica has read, tried the lock and read again while the one load waits.
+    await eventually(lambda: loader.calls == 1 and all(r.commands >= 3 for r in redises), 30)
+    loader.gate.set()
+    assert await stampede == {"v"}
+
+    def locks(outcome: str) -> float | None:
+        labels = {"cache": "links", "outcome": outcome}
+        return registry.get_sample_value("blueprint_cache_stampede_locks_total", labels)
+
+    assert (locks("acquired"), locks("waited")) == (1, 4)  # one flight per replica
+    raw = aioredis.Redis.from_url(redis_url)
+    await raw.set(f"{redis_prefix}:cache:lock:stuck", b"token", px=10_000)
+    await raw.aclose()
+    waiting = cache_factory(policy=CachePolicy(wait_seconds=0.1), metrics=metrics, name="links")
+    with pytest.raises(CacheWaitTimeout):
+        await waiting.get_or_load("stuck", CountingLoader("v"))
+    assert locks("timed_out") == 1
 
 
 async def test_bad_input_is_refused_clearly(

@@ -106,7 +106,7 @@ async def test_a_message_is_acknowledged_only_after_its_handler_returns(
     await until(lambda: bool(handler.seen))
     assert await queue.pending(STREAM, GROUP) == 1  # delivered, not yet acknowledged
     handler.gate.set()
-    assert await running is True
+    assert await running == 1
     assert await queue.pending(STREAM, GROUP) == 0
     assert await queue.backlog(STREAM) == {p: 0 for p in Priority}  # acked entries are deleted
     [message] = handler.seen

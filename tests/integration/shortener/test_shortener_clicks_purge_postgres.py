@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 from google.protobuf import duration_pb2
 from shortener_harness import migrate_all, row_counts, serving, settings_for
 
-from blueprint.infra.queue import Consumer, Message, Priority, WorkQueue
+from blueprint.infra.queue import Consumer, Message, PermanentError, Priority, WorkQueue
 from blueprint.infra.queue.registry import WorkerContext, load
 from blueprint.mesh.settings import Settings
 from blueprint.shortener.app import Shortener, blob_store
@@ -24,7 +24,7 @@ from blueprint.shortener.purge import PurgeLoop, purge_expired
 from blueprint.shortener.records import utc_now
 from blueprint.shortener.v1 import shortener_pb2 as pb
 from blueprint.shortener.v1.shortener_pb2_grpc import ShortenerStub
-from blueprint.shortener.worker import click_handler
+from blueprint.shortener.worker import ClickCounter
 from support.postgres import PostgresServer, postgres_or_skip
 
 pytestmark = pytest.mark.redis
@@ -70,8 +70,8 @@ async def count_clicks(settings: Settings, app: Shortener) -> int:
         context = WorkerContext("shortener-clicks", "test", settings, redis, queue)
         async with spec.factory(context) as handler:
             consumer = Consumer(queue, spec.stream, spec.group, "test-1", handler)
-            while await consumer.run_once(block_seconds=0.1):
-                handled += 1
+            while taken := await consumer.run_once(block_seconds=0.1):
+                handled += taken
         return handled
     finally:
         await redis.aclose()
@@ -104,9 +104,10 @@ async def test_a_redelivered_click_is_not_counted_twice(
     link = await app.store.find_link("redelivered")
     assert link is not None
     payload = {"code": "redelivered", "link_id": link.id, "at": utc_now().isoformat()}
-    handle = click_handler(app.store)
+    counter = ClickCounter(app.store)
     for attempt in (1, 2):  # as after a crash between the commit and the acknowledgement
-        await handle(Message("m-1", payload, attempt, CLICK_STREAM, Priority.LOW, "1-0", 0.0))
+        message = Message("m-1", payload, attempt, CLICK_STREAM, Priority.LOW, "1-0", 0.0)
+        await counter.handle_batch([message])
     stats = await stub.GetStats(pb.GetStatsRequest(code="redelivered"))
     assert stats.total_clicks == 1
 
@@ -223,3 +224,41 @@ async def test_pastes_round_trip_inline_and_through_the_blob_store(
         stored = await app.store.find_paste(created.paste.code)
         assert stored is not None
         assert (stored.blob_key is None) == (len(content.encode()) <= 64)
+
+
+async def test_a_batch_counts_each_message_id_once_within_and_across_batches(
+    service: tuple[ShortenerStub, Shortener],
+) -> None:
+    stub, app = service
+    codes = [f"batch{n}" for n in range(6)]  # over both shards
+    links = {}
+    for code in codes:
+        await stub.Shorten(pb.ShortenRequest(url=f"https://example.com/{code}", custom_alias=code))
+        link = await app.store.find_link(code)
+        assert link is not None
+        links[code] = link.id
+    assert len({app.store.database.index_for_key(code) for code in codes}) == 2
+    at = utc_now().isoformat()
+
+    def message(mid: str, code: str) -> Message:
+        payload = {"code": code, "link_id": links[code], "at": at}
+        return Message(mid, payload, 1, CLICK_STREAM, Priority.LOW, "1-0", 0.0)
+
+    counter = ClickCounter(app.store)
+    first = [message(f"m-{code}-{n}", code) for code in codes for n in range(2)]
+    await counter.handle_batch([*first, first[0], first[5]])  # two ids twice in one batch
+    # The next batch repeats the whole first one (a split or a takeover) and adds one.
+    await counter.handle_batch([*first, message("m-new", codes[0])])
+    totals = {
+        code: (await stub.GetStats(pb.GetStatsRequest(code=code))).total_clicks for code in codes
+    }
+    assert totals == {code: 3 if code == codes[0] else 2 for code in codes}
+
+
+async def test_a_batch_with_a_click_that_is_not_one_is_refused_whole(
+    service: tuple[ShortenerStub, Shortener],
+) -> None:
+    _, app = service
+    bad = Message("m-bad", {"code": "x"}, 1, CLICK_STREAM, Priority.LOW, "1-0", 0.0)
+    with pytest.raises(PermanentError, match="m-bad is not a click"):
+        await ClickCounter(app.store).handle_batch([bad])

@@ -6,11 +6,14 @@ import json
 
 import pytest
 
-from blueprint.infra.queue import ConsumerOptions, Priority
+from blueprint.infra.queue import BatchHandler, ConsumerOptions, Priority
 from blueprint.infra.queue.keys import QueueKeys
 from blueprint.infra.queue.message import Envelope, MalformedEntry, encode_payload
 from blueprint.infra.queue.registry import BadHandlerPath, HandlerSpec, UnknownWorker, load
 from blueprint.infra.queue.runtime import consumer_prefix
+from blueprint.infra.queue.settings import consumer_options
+from blueprint.mesh.settings import Settings
+from blueprint.shortener.worker import ClickCounter
 
 
 def test_envelope_round_trips_through_stream_fields() -> None:
@@ -72,6 +75,21 @@ def test_consumer_options_are_checked() -> None:
         ConsumerOptions(visibility_timeout_seconds=0)
     with pytest.raises(ValueError, match="handler_timeout_seconds"):
         ConsumerOptions(handler_timeout_seconds=0)
+    for size in (0, 1001):
+        with pytest.raises(ValueError, match="batch_size"):
+            ConsumerOptions(batch_size=size)
+    with pytest.raises(ValueError, match="batch_max_wait_seconds"):
+        ConsumerOptions(batch_max_wait_seconds=-1)
+
+
+def test_batch_settings_reach_the_consumer() -> None:
+    settings = Settings(queue_batch_size=250, queue_batch_max_wait_seconds=0.2)
+    options = consumer_options(settings)
+    assert (options.batch_size, options.batch_max_wait_seconds) == (250, 0.2)
+
+
+def test_the_click_worker_is_a_batch_handler() -> None:
+    assert isinstance(ClickCounter(None), BatchHandler)  # type: ignore[arg-type]
 
 
 def test_registry_finds_specs_by_import_path() -> None:

@@ -15,7 +15,7 @@ def test_settings_come_from_blueprint_environment_variables(
     settings = Settings()
     assert settings.lease_ttl_seconds == 7.5
     assert settings.balancer_for("diag") == "round_robin"
-    assert settings.balancer_for("other") == settings.balancer == "p2c_peak_ewma"
+    assert settings.balancer_for("other") == settings.balancer == "p2c_expected_latency"
     assert settings.static_endpoints["diag"] == ["10.0.0.1:1", "10.0.0.2:1"]
 
 

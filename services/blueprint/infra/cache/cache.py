@@ -32,7 +32,7 @@ from redis.asyncio.lock import Lock
 from redis.exceptions import LockError
 
 from blueprint.infra.cache.entry import CorruptEntry, Entry
-from blueprint.infra.cache.metrics import CacheMetrics, LoadReason, Lookup
+from blueprint.infra.cache.metrics import CacheMetrics, LoadReason, LockOutcome, Lookup
 from blueprint.infra.cache.near import NearCache
 from blueprint.infra.cache.policy import CachePolicy, jittered_ttl, should_refresh_early
 from blueprint.infra.cache.serializers import JsonSerializer, SerializationError, Serializer
@@ -210,14 +210,18 @@ class Cache(Generic[T]):
                     # The previous holder may have written it between our read and our lock.
                     cached = await self._read(full)
                     if cached is not None and self._clock() < cached[0].expiry:
+                        self._locked("waited")
                         return self._remember(full, cached, self._clock())
+                    self._locked("acquired")
                     return await self._load(full, loader, ttl, lock, "miss")
                 finally:
                     await self._release(lock)
             cached = await self._read(full)
             if cached is not None and self._clock() < cached[0].expiry:  # the holder's result
+                self._locked("waited")
                 return self._remember(full, cached, self._clock())
             if time.monotonic() >= deadline:
+                self._locked("timed_out")
                 raise CacheWaitTimeout(
                     f"waited {self.policy.wait_seconds}s for another caller to load {full!r}"
                 )
@@ -244,6 +248,7 @@ class Cache(Generic[T]):
         lock = self._lock(key)
         try:
             if not await lock.acquire():
+                self._locked("busy")
                 return  # someone else is refreshing it
             try:
                 cached = await self._read(full)
@@ -306,3 +311,7 @@ class Cache(Generic[T]):
     def _lookup(self, result: Lookup) -> None:
         if self._metrics is not None:
             self._metrics.lookup(self.name, result)
+
+    def _locked(self, outcome: LockOutcome) -> None:
+        if self._metrics is not None:
+            self._metrics.lock(self.name, outcome)

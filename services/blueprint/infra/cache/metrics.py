@@ -1,4 +1,5 @@
-"""Prometheus counters for caches: where reads were answered, and why loads ran.
+"""Prometheus counters for caches: where reads were answered, why loads ran, and how
+the stampede lock was met.
 
 Create one `CacheMetrics` per process and hand it to every `Cache`; each cache labels
 its samples with its own name.
@@ -12,6 +13,10 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 
 Lookup = Literal["near", "hit", "stale", "negative", "miss"]
 LoadReason = Literal["miss", "early", "stale"]
+# acquired: this caller took the lock and loads; waited: another caller loaded, and its
+# result was used; timed_out: the holder took longer than the wait; busy: a background
+# refresh found another already refreshing.
+LockOutcome = Literal["acquired", "waited", "timed_out", "busy"]
 
 
 class CacheMetrics:
@@ -34,6 +39,13 @@ class CacheMetrics:
             ["cache"],
             registry=registry,
         )
+        self._locks = Counter(
+            "blueprint_cache_stampede_locks",
+            "Meetings with the cross-process load lock: acquired (this caller loads), waited "
+            "(another's result used), timed_out, or busy (a refresh already running)",
+            ["cache", "outcome"],
+            registry=registry,
+        )
 
     def lookup(self, cache: str, result: Lookup) -> None:
         self._lookups.labels(cache, result).inc()
@@ -41,3 +53,6 @@ class CacheMetrics:
     def load(self, cache: str, reason: LoadReason, seconds: float) -> None:
         self._loads.labels(cache, reason).inc()
         self._load_seconds.labels(cache).observe(seconds)
+
+    def lock(self, cache: str, outcome: LockOutcome) -> None:
+        self._locks.labels(cache, outcome).inc()

@@ -7,7 +7,13 @@ message id; plus pub/sub events. `blueprint work NAME` runs consumers (`runtime.
     await queue.publish("clicks", {"code": "abc"}, priority=Priority.LOW)
 """
 
-from blueprint.infra.queue.consumer import Consumer, ConsumerOptions, Handler, PermanentError
+from blueprint.infra.queue.consumer import (
+    BatchHandler,
+    Consumer,
+    ConsumerOptions,
+    Handler,
+    PermanentError,
+)
 from blueprint.infra.queue.events import Events, Subscription
 from blueprint.infra.queue.message import Message, Priority
 from blueprint.infra.queue.metrics import QueueMetrics
@@ -16,6 +22,7 @@ from blueprint.infra.queue.retry import RetryPolicy
 from blueprint.infra.queue.scheduler import promote_due_forever
 
 __all__ = [
+    "BatchHandler",
     "Consumer",
     "ConsumerOptions",
     "DeadLetter",

@@ -17,6 +17,17 @@ Each delivery goes through:
    - failure on the last allowed delivery, a `PermanentError`, or an entry that cannot
      be read: XADD to the dead-letter stream with the error and attempt count, XACK, XDEL.
 
+Batches: a handler that offers `handle_batch` (a `BatchHandler`) is given up to
+`batch_size` messages at once, gathered for at most `batch_max_wait_seconds` after the
+first arrives, and commits them in one transaction; the batch's markers and
+acknowledgements are then one MULTI. A batch whose handler fails is split in two and
+each half run again, down to single messages, which take the path above (retry, then
+dead letter): one poison message costs about log2(batch) extra runs, never the other
+messages' progress. Halves may re-run messages whose effects committed on another shard
+or before a crash, so a batch handler keys its effects by message id (below). Two
+entries of one message id in a batch are not run together: the second waits for the
+first's outcome and is then acknowledged as a duplicate (or run, if the first failed).
+
 Idempotency, honestly: the handler's own commit (say, a database transaction) and our
 marker are two systems, so they cannot be one atomic step. If the process dies after
 the handler committed and before the marker is written, the message is delivered
@@ -37,9 +48,9 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from redis.exceptions import RedisError, ResponseError
 from redis.typing import KeyT, StreamIdT
@@ -47,7 +58,7 @@ from redis.typing import KeyT, StreamIdT
 from blueprint.infra.queue.keys import check_name
 from blueprint.infra.queue.message import Envelope, MalformedEntry, Message, Priority
 from blueprint.infra.queue.metrics import QueueMetrics
-from blueprint.infra.queue.outcomes import ERROR_LIMIT, Delivery, Outcomes
+from blueprint.infra.queue.outcomes import ERROR_LIMIT, Delivery, Outcomes, Ready
 from blueprint.infra.queue.queue import WorkQueue
 from blueprint.infra.queue.retry import RetryPolicy
 
@@ -55,15 +66,27 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[Message], Awaitable[None]]
 
-# Resets the idle time of an entry we still own; never takes one back from a claimant.
-# KEYS: stream. ARGV: group, entry id, consumer.
+
+@runtime_checkable
+class BatchHandler(Protocol):
+    """Handles many messages in one go (one transaction): all of them, or it raises."""
+
+    async def handle_batch(self, messages: Sequence[Message]) -> None: ...
+
+
+# Resets the idle time of the entries we still own; never takes one back from a
+# claimant. Returns how many were still ours.
+# KEYS: stream. ARGV: group, consumer, entry ids...
 _KEEP_ALIVE = """
-local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
-if p[1] == nil or p[1][2] ~= ARGV[3] then
-  return 0
+local kept = 0
+for i = 3, #ARGV do
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
+  if p[1] ~= nil and p[1][2] == ARGV[2] then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
+    kept = kept + 1
+  end
 end
-redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[3], 0, ARGV[2], 'JUSTID')
-return 1
+return kept
 """
 
 
@@ -78,6 +101,10 @@ class ConsumerOptions:
     processed_ttl_seconds: float = 86_400.0  # how long a redelivery is recognised
     handler_timeout_seconds: float | None = 300.0  # a hung handler counts as a failure
     dead_letter_maxlen: int = 100_000  # approximate; the oldest dead letters go first
+    # A batch handler's batch: up to this many messages, gathered for at most this long
+    # after the first (0: whatever is there at once). Plain handlers take one at a time.
+    batch_size: int = 100
+    batch_max_wait_seconds: float = 0.05
 
     def __post_init__(self) -> None:
         checks = [
@@ -89,6 +116,11 @@ class ConsumerOptions:
                 "handler_timeout_seconds must be > 0 or None",
             ),
             (self.dead_letter_maxlen >= 1, "dead_letter_maxlen must be >= 1"),
+            (1 <= self.batch_size <= 1000, "batch_size must be in [1, 1000]"),
+            (
+                0 <= self.batch_max_wait_seconds <= 10,
+                "batch_max_wait_seconds must be in [0, 10]",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -102,7 +134,7 @@ class Consumer:
         stream: str,
         group: str,
         name: str,
-        handler: Handler,
+        handler: Handler | BatchHandler,
         *,
         retry: RetryPolicy | None = None,
         options: ConsumerOptions | None = None,
@@ -131,6 +163,7 @@ class Consumer:
             dead_letter_maxlen=self.options.dead_letter_maxlen,
             metrics=metrics,
         )
+        self._batch_size = self.options.batch_size if isinstance(handler, BatchHandler) else 1
         self._held: deque[Delivery] = deque()  # read together, handled in priority order
         self._claim_cursors = {key: "0-0" for key in self._keys.streams}
         self._next_claim_at = 0.0
@@ -155,19 +188,27 @@ class Consumer:
                         await stop.wait()
                 backoff = min(backoff * 2, 5.0)
 
-    async def run_once(self, *, block_seconds: float | None = None, read_new: bool = True) -> bool:
-        """Take and handle at most one message; False when there was none."""
+    async def run_once(self, *, block_seconds: float | None = None, read_new: bool = True) -> int:
+        """Take and handle one turn's messages: one, or a batch for a batch handler.
+        Returns how many were settled (0, falsy, when there were none); an entry held
+        back for the next turn counts then."""
         if self._held:
-            delivery: Delivery | None = self._held.popleft()
+            deliveries = [
+                self._held.popleft() for _ in range(min(self._batch_size, len(self._held)))
+            ]
         elif read_new:
             block = self.options.block_seconds if block_seconds is None else block_seconds
-            delivery = await self._take(block)
+            deliveries = await self._take(block)
         else:
-            return False
-        if delivery is None:
-            return False
-        await self._handle(delivery)
-        return True
+            return 0
+        if not deliveries:
+            return 0
+        held = len(self._held)
+        if isinstance(self._handler, BatchHandler):
+            await self._handle_batch(deliveries)
+        else:
+            await self._handle(deliveries[0])  # a plain handler's turn takes one
+        return len(deliveries) - (len(self._held) - held)
 
     async def forget(self) -> None:
         """Leave the group if we hold nothing, so stopped consumers do not pile up."""
@@ -183,48 +224,68 @@ class Consumer:
 
     # -- taking -----------------------------------------------------------------------
 
-    async def _take(self, block_seconds: float) -> Delivery | None:
-        claimed = await self._claim()
-        if claimed is not None:
-            return claimed
+    async def _take(self, block_seconds: float) -> list[Delivery]:
+        """Up to a batch: taken over from crashed consumers first, then new, by priority."""
+        size = self._batch_size
+        taken = await self._claim(size)
+        if taken:
+            return taken
         for priority in Priority:  # non-blocking, highest first: strict priority
-            found = await self._read({self._keys.priority(priority): ">"}, block_ms=None)
-            if found:
-                return found
-        if block_seconds <= 0:
-            return None
-        return await self._read(
-            {key: ">" for key in self._keys.streams}, block_ms=max(1, int(block_seconds * 1000))
-        )
+            taken += await self._read({self._keys.priority(priority): ">"}, size - len(taken))
+            if len(taken) >= size:
+                return taken
+        if not taken and block_seconds > 0:
+            taken = await self._read(self._all_new(), size, block_seconds)
+        if taken and size > 1:
+            # A batch that is not full waits a moment for more: fewer, larger transactions.
+            deadline = time.monotonic() + self.options.batch_max_wait_seconds
+            while len(taken) < size and (left := deadline - time.monotonic()) > 0:
+                more = await self._read(self._all_new(), size - len(taken), left)
+                if not more:
+                    break
+                taken += more
+        taken.sort(key=lambda d: d.priority)
+        return taken
 
-    async def _read(self, streams: dict[KeyT, StreamIdT], block_ms: int | None) -> Delivery | None:
+    def _all_new(self) -> dict[KeyT, StreamIdT]:
+        return {key: ">" for key in self._keys.streams}
+
+    async def _read(
+        self, streams: dict[KeyT, StreamIdT], count: int, block_seconds: float | None = None
+    ) -> list[Delivery]:
+        """At most `count` entries; more read at once (one per stream) are held for later."""
         reply: Any = await self._redis.xreadgroup(
             self.group,
             self.name,
             streams,
-            count=1,
-            block=block_ms,
+            count=count,
+            block=None if block_seconds is None else max(1, int(block_seconds * 1000)),
         )
         deliveries = [
             Delivery(self._priority_of(key), entry_id.decode(), fields, 1)
             for key, entries in reply or []
             for entry_id, fields in entries
         ]
-        if not deliveries:
-            return None
         deliveries.sort(key=lambda d: d.priority)
-        self._held.extend(deliveries[1:])
-        return deliveries[0]
+        self._held.extend(deliveries[count:])
+        return deliveries[:count]
 
-    async def _claim(self) -> Delivery | None:
-        """One message idle past the visibility timeout, taken over from its consumer."""
+    async def _claim(self, count: int) -> list[Delivery]:
+        """Up to `count` messages idle past the visibility timeout, taken over from their
+        consumer."""
         if time.monotonic() < self._next_claim_at:
-            return None
+            return []
         idle_ms = int(self.options.visibility_timeout_seconds * 1000)
+        claimed: list[Delivery] = []
         for priority in Priority:
             key = self._keys.priority(priority)
             reply = await self._redis.xautoclaim(
-                key, self.group, self.name, idle_ms, start_id=self._claim_cursors[key], count=1
+                key,
+                self.group,
+                self.name,
+                idle_ms,
+                start_id=self._claim_cursors[key],
+                count=count - len(claimed),
             )
             self._claim_cursors[key] = reply[0].decode()
             for entry_id, fields in reply[1]:
@@ -238,10 +299,13 @@ class Consumer:
                     "took over a message from an idle consumer",
                     extra=self._where(entry_id=entry, delivered=delivered),
                 )
-                return Delivery(priority, entry, fields, delivered)
-        # Nothing to take over: look again after a fraction of the timeout, not every read.
-        self._next_claim_at = time.monotonic() + self.options.visibility_timeout_seconds / 4
-        return None
+                claimed.append(Delivery(priority, entry, fields, delivered))
+            if len(claimed) >= count:
+                break
+        if not claimed:
+            # Nothing to take over: look again after a fraction of the timeout, not every read.
+            self._next_claim_at = time.monotonic() + self.options.visibility_timeout_seconds / 4
+        return claimed
 
     def _priority_of(self, key: bytes | str) -> Priority:
         name = key.decode() if isinstance(key, bytes) else key
@@ -250,74 +314,146 @@ class Consumer:
     # -- handling ---------------------------------------------------------------------
 
     async def _handle(self, d: Delivery) -> None:
+        ready = await self._admit([d])
+        if ready:
+            async with self._claims_kept(ready):
+                await self._settle(ready)
+
+    async def _handle_batch(self, deliveries: list[Delivery]) -> None:
+        ready = await self._admit(deliveries)
+        if ready:
+            # Kept for the whole batch, halves included: a half that waits for the other
+            # half's runs is not taken over meanwhile.
+            async with self._claims_kept(ready):
+                await self._run_batch(ready)
+
+    @contextlib.asynccontextmanager
+    async def _claims_kept(self, batch: list[Ready]) -> AsyncIterator[None]:
+        keep_alive = asyncio.create_task(self._keep_alive([r.delivery for r in batch]))
         try:
-            envelope = Envelope.from_fields(d.fields)
-        except MalformedEntry as exc:
-            await self._outcomes.dead_letter(d, None, str(exc), attempts=d.delivered - 1)
-            return
-        delivery = envelope.prior + d.delivered
-        if delivery > self.retry.max_deliveries:
-            reason = f"delivered {delivery - 1} times without an outcome (consumers crashed)"
-            await self._outcomes.dead_letter(d, envelope, reason, attempts=delivery - 1)
-            return
-        if await self._redis.exists(self._keys.processed(self.group, envelope.mid)):
-            await self._outcomes.duplicate(d)
-            return
-        try:
-            payload = json.loads(envelope.payload)
-        except ValueError as exc:
-            await self._outcomes.dead_letter(d, envelope, f"payload is not JSON: {exc}", attempts=0)
-            return
-        message = Message(
-            id=envelope.mid,
-            payload=payload,
-            attempt=delivery,
-            stream=self.stream,
-            priority=d.priority,
-            entry_id=d.entry_id,
-            published_at=envelope.published_at_ms / 1000,
+            yield
+        finally:
+            keep_alive.cancel()
+
+    async def _admit(self, deliveries: list[Delivery]) -> list[Ready]:
+        """The deliveries to run; the others are settled here (dead letters, duplicates)
+        or, for a second entry of one message id, held for the next turn."""
+        parsed: list[tuple[Delivery, Envelope, int]] = []
+        ids: set[str] = set()
+        for d in deliveries:
+            try:
+                envelope = Envelope.from_fields(d.fields)
+            except MalformedEntry as exc:
+                await self._outcomes.dead_letter(d, None, str(exc), attempts=d.delivered - 1)
+                continue
+            delivery = envelope.prior + d.delivered
+            if delivery > self.retry.max_deliveries:
+                reason = f"delivered {delivery - 1} times without an outcome (consumers crashed)"
+                await self._outcomes.dead_letter(d, envelope, reason, attempts=delivery - 1)
+                continue
+            if envelope.mid in ids:
+                self._held.append(d)  # after this one's outcome: a duplicate, or a retry
+                continue
+            ids.add(envelope.mid)
+            parsed.append((d, envelope, delivery))
+        done = await self._outcomes.processed([envelope.mid for _, envelope, _ in parsed])
+        await self._outcomes.duplicates(
+            [d for (d, _, _), seen in zip(parsed, done, strict=True) if seen]
         )
-        error = await self._run_handler(message, d)
+        ready = []
+        for (d, envelope, delivery), seen in zip(parsed, done, strict=True):
+            if seen:
+                continue
+            try:
+                payload = json.loads(envelope.payload)
+            except ValueError as exc:
+                reason = f"payload is not JSON: {exc}"
+                await self._outcomes.dead_letter(d, envelope, reason, attempts=0)
+                continue
+            message = Message(
+                id=envelope.mid,
+                payload=payload,
+                attempt=delivery,
+                stream=self.stream,
+                priority=d.priority,
+                entry_id=d.entry_id,
+                published_at=envelope.published_at_ms / 1000,
+            )
+            ready.append(Ready(d, envelope, message))
+        return ready
+
+    async def _run_batch(self, batch: list[Ready]) -> None:
+        """One run for the whole batch; on failure, each half again, down to singles."""
+        if len(batch) == 1:
+            await self._settle(batch)
+            return
+        assert isinstance(self._handler, BatchHandler)
+        error = await self._attempt(self._handler.handle_batch([r.message for r in batch]), batch)
         if error is None:
-            await self._outcomes.commit(d, envelope)
+            await self._outcomes.commit_many([(r.delivery, r.envelope) for r in batch])
+            return
+        self._outcomes.count_split()
+        log.info(
+            "batch failed; splitting it to find the failing messages",
+            extra=self._where(size=len(batch), error=_describe(error)),
+        )
+        half = len(batch) // 2
+        await self._run_batch(batch[:half])
+        await self._run_batch(batch[half:])
+
+    async def _settle(self, batch: list[Ready]) -> None:
+        """Run one message and write its outcome: commit, retry or dead letter."""
+        (one,) = batch
+        if isinstance(self._handler, BatchHandler):
+            error = await self._attempt(self._handler.handle_batch([one.message]), batch)
+        else:
+            error = await self._attempt(self._handler(one.message), batch)
+        d, envelope, delivery = one.delivery, one.envelope, one.message.attempt
+        if error is None:
+            await self._outcomes.commit_many([(d, envelope)])
         elif isinstance(error, PermanentError) or self.retry.exhausted(delivery):
             await self._outcomes.dead_letter(d, envelope, _describe(error), attempts=delivery)
         else:
             delay = self.retry.delay(delivery, self._rng)
             await self._outcomes.retry(d, envelope, delivery, delay, _describe(error))
 
-    async def _run_handler(self, message: Message, d: Delivery) -> Exception | None:
-        keep_alive = asyncio.create_task(self._keep_alive(d))
+    async def _attempt(self, run: Awaitable[None], batch: list[Ready]) -> Exception | None:
+        """Await one handler run; its error, if any."""
         started = time.perf_counter()
         try:
             async with asyncio.timeout(self.options.handler_timeout_seconds):
-                await self._handler(message)
+                await run
         except Exception as exc:  # the handler's failure is data here; CancelledError is not
-            self._outcomes.count("failed")
+            self._outcomes.count("failed", len(batch))
             return exc
         finally:
-            keep_alive.cancel()
             if self._metrics is not None:
-                self._metrics.observe(time.perf_counter() - started, self.stream, self.group)
+                seconds = time.perf_counter() - started
+                self._metrics.observe(seconds, len(batch), self.stream, self.group)
         return None
 
-    async def _keep_alive(self, d: Delivery) -> None:
-        key = self._keys.priority(d.priority)
-        while True:
+    async def _keep_alive(self, deliveries: list[Delivery]) -> None:
+        by_key: dict[str, list[str]] = {}
+        for d in deliveries:
+            by_key.setdefault(self._keys.priority(d.priority), []).append(d.entry_id)
+        while by_key:
             await asyncio.sleep(self.options.visibility_timeout_seconds / 3)
-            try:
-                still_ours = await self._keep_alive_script(
-                    keys=[key], args=[self.group, d.entry_id, self.name]
-                )
-            except RedisError as exc:
-                log.warning("could not renew a message claim", extra=self._where(error=str(exc)))
-                continue
-            if not still_ours:
-                log.warning(
-                    "another consumer took over a message still being handled",
-                    extra=self._where(entry_id=d.entry_id),
-                )
-                return
+            for key, entry_ids in list(by_key.items()):
+                try:
+                    kept = await self._keep_alive_script(
+                        keys=[key], args=[self.group, self.name, *entry_ids]
+                    )
+                except RedisError as exc:
+                    log.warning(
+                        "could not renew a message claim", extra=self._where(error=str(exc))
+                    )
+                    continue
+                if kept < len(entry_ids):
+                    log.warning(
+                        "another consumer took over a message still being handled",
+                        extra=self._where(entry_ids=entry_ids[:10], lost=len(entry_ids) - kept),
+                    )
+                    del by_key[key]  # as before: stop renewing what is no longer all ours
 
     def _where(self, **fields: object) -> dict[str, object]:
         return {"stream": self.stream, "group": self.group, "consumer": self.name, **fields}

@@ -5,13 +5,13 @@ without its outcome written, nor its outcome written without the acknowledgement
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
 from blueprint.infra.queue.keys import QueueKeys
-from blueprint.infra.queue.message import Envelope, Priority
+from blueprint.infra.queue.message import Envelope, Message, Priority
 from blueprint.infra.queue.metrics import Outcome, QueueMetrics
 
 log = logging.getLogger(__name__)
@@ -27,6 +27,15 @@ class Delivery:
     entry_id: str
     fields: dict[bytes, bytes] | None
     delivered: int  # this entry's delivery count in the group
+
+
+@dataclass(frozen=True)
+class Ready:
+    """A delivery admitted to its handler: the entry, as read, and as handed over."""
+
+    delivery: Delivery
+    envelope: Envelope
+    message: Message
 
 
 class Outcomes:
@@ -51,21 +60,37 @@ class Outcomes:
         self._dead_letter_maxlen = dead_letter_maxlen
         self._metrics = metrics
 
-    async def duplicate(self, d: Delivery) -> None:
-        """Already committed by this group: acknowledge without running anything."""
-        async with self._redis.pipeline(transaction=True) as tx:
-            self._acknowledge(tx, d)
-            await tx.execute()
-        self.count("duplicate")
+    async def processed(self, message_ids: Sequence[str]) -> list[bool]:
+        """For each id, whether this group already committed it (one MGET)."""
+        if not message_ids:
+            return []
+        markers = [self._keys.processed(self._group, mid) for mid in message_ids]
+        return [value is not None for value in await self._redis.mget(markers)]
 
-    async def commit(self, d: Delivery, envelope: Envelope) -> None:
-        """The handler returned: mark the message id processed, acknowledge."""
+    async def duplicates(self, deliveries: Sequence[Delivery]) -> None:
+        """Already committed by this group: acknowledge without running anything."""
+        if not deliveries:
+            return
         async with self._redis.pipeline(transaction=True) as tx:
-            marker = self._keys.processed(self._group, envelope.mid)
-            tx.set(marker, b"1", px=self._processed_ttl_ms)
-            self._acknowledge(tx, d)
+            self._acknowledge(tx, deliveries)
             await tx.execute()
-        self.count("processed")
+        self.count("duplicate", len(deliveries))
+
+    async def commit_many(self, done: Sequence[tuple[Delivery, Envelope]]) -> None:
+        """The handler returned: mark the message ids processed, acknowledge; one MULTI
+        for a whole batch."""
+        async with self._redis.pipeline(transaction=True) as tx:
+            for _, envelope in done:
+                marker = self._keys.processed(self._group, envelope.mid)
+                tx.set(marker, b"1", px=self._processed_ttl_ms)
+            self._acknowledge(tx, [d for d, _ in done])
+            await tx.execute()
+        self.count("processed", len(done))
+        if self._metrics is not None:
+            now_ms = self._now_ms()
+            for _, envelope in done:
+                seconds = (now_ms - envelope.published_at_ms) / 1000
+                self._metrics.lag(seconds, self._keys.stream, self._group)
 
     async def retry(
         self, d: Delivery, envelope: Envelope, delivery: int, delay_seconds: float, error: str
@@ -77,7 +102,7 @@ class Outcomes:
         )
         async with self._redis.pipeline(transaction=True) as tx:
             tx.zadd(self._keys.delayed, {again.delayed_member(d.priority): due_ms})
-            self._acknowledge(tx, d)
+            self._acknowledge(tx, [d])
             await tx.execute()
         self.count("retried")
         log.warning(
@@ -113,7 +138,7 @@ class Outcomes:
                 maxlen=self._dead_letter_maxlen,
                 approximate=True,
             )
-            self._acknowledge(tx, d)
+            self._acknowledge(tx, [d])
             await tx.execute()
         self.count("dead_lettered")
         log.error(
@@ -121,14 +146,21 @@ class Outcomes:
             extra=self._where(message_id=letter["mid"], attempts=attempts, error=letter["error"]),
         )
 
-    def count(self, outcome: Outcome) -> None:
+    def count(self, outcome: Outcome, messages: int = 1) -> None:
         if self._metrics is not None:
-            self._metrics.count(outcome, self._keys.stream, self._group)
+            self._metrics.count(outcome, self._keys.stream, self._group, messages)
 
-    def _acknowledge(self, tx: aioredis.client.Pipeline, d: Delivery) -> None:
-        key = self._keys.priority(d.priority)
-        tx.xack(key, self._group, d.entry_id)
-        tx.xdel(key, d.entry_id)
+    def count_split(self) -> None:
+        if self._metrics is not None:
+            self._metrics.split(self._keys.stream, self._group)
+
+    def _acknowledge(self, tx: aioredis.client.Pipeline, deliveries: Sequence[Delivery]) -> None:
+        by_key: dict[str, list[str]] = {}
+        for d in deliveries:
+            by_key.setdefault(self._keys.priority(d.priority), []).append(d.entry_id)
+        for key, entry_ids in by_key.items():
+            tx.xack(key, self._group, *entry_ids)
+            tx.xdel(key, *entry_ids)
 
     def _where(self, **fields: object) -> dict[str, object]:
         return {

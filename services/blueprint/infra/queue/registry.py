@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
-from blueprint.infra.queue.consumer import Handler
+from blueprint.infra.queue.consumer import BatchHandler, Handler
 from blueprint.infra.queue.keys import check_name
 from blueprint.infra.queue.queue import WorkQueue
 from blueprint.infra.queue.retry import RetryPolicy
@@ -39,7 +39,8 @@ class WorkerContext:
 
 
 # Builds the handler when the worker starts and cleans up (engines, clients) when it stops.
-HandlerFactory = Callable[[WorkerContext], AbstractAsyncContextManager[Handler]]
+# A factory may yield a BatchHandler: the worker then hands it batches (consumer.py).
+HandlerFactory = Callable[[WorkerContext], AbstractAsyncContextManager[Handler | BatchHandler]]
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 from redis.exceptions import RedisError
 
+from blueprint.infra.queue import depth
 from blueprint.infra.queue.consumer import Consumer
 from blueprint.infra.queue.gate import LiveColorGate
 from blueprint.infra.queue.metrics import QueueMetrics
@@ -131,7 +132,13 @@ async def work(
             bound = ready.Bound(os.getpid(), health_port, metrics_server.server_port)
             ready.report(settings.ready_file, bound)
             run = functools.partial(
-                _run, consumers, queue, spec, settings, metrics_port=metrics_server.server_port
+                _run,
+                consumers,
+                queue,
+                spec,
+                settings,
+                metrics,
+                metrics_port=metrics_server.server_port,
             )
             gate = LiveColorGate.from_settings(settings)
             # Blue-green: a worker of the idle colour is up and healthy, but consumes
@@ -158,6 +165,7 @@ async def _run(
     queue: WorkQueue,
     spec: HandlerSpec,
     settings: Settings,
+    metrics: QueueMetrics,
     stop: asyncio.Event,
     metrics_port: int,
 ) -> int:
@@ -168,6 +176,19 @@ async def _run(
                 queue, spec.stream, stop, interval_seconds=settings.queue_promote_interval_seconds
             ),
             name="promote due retries",
+        )
+    )
+    tasks.append(
+        asyncio.create_task(
+            depth.sample_forever(
+                queue,
+                spec.stream,
+                spec.group,
+                metrics,
+                stop,
+                interval_seconds=settings.queue_depth_interval_seconds,
+            ),
+            name="sample queue depth",
         )
     )
     log.info(

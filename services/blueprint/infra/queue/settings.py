@@ -22,4 +22,6 @@ def consumer_options(settings: Settings) -> ConsumerOptions:
         block_seconds=settings.queue_block_seconds,
         processed_ttl_seconds=settings.queue_processed_ttl_seconds,
         handler_timeout_seconds=settings.queue_handler_timeout_seconds,
+        batch_size=settings.queue_batch_size,
+        batch_max_wait_seconds=settings.queue_batch_max_wait_seconds,
     )

@@ -25,6 +25,10 @@ from blueprint.mesh.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
+# How long a new watch waits for the change subscription before its first read; with
+# Redis down the read fails anyway and the watch retries on its resync timer.
+_SUBSCRIBE_WAIT_SECONDS = 2.0
+
 # Adds or renews a lease; purges lapsed ones; announces when membership or an
 # instance's details (its serving flag) changed.
 # KEYS: leases zset, details hash, services set. ARGV: id, details, ttl ms, channel, service.
@@ -124,6 +128,7 @@ class RedisRegistry(Registry):
         self._heartbeats: dict[str, asyncio.Task[None]] = {}
         self._watchers: dict[str, set[asyncio.Event]] = defaultdict(set)
         self._listener: asyncio.Task[None] | None = None
+        self._subscribed = asyncio.Event()
 
     @classmethod
     def from_url(
@@ -202,6 +207,11 @@ class RedisRegistry(Registry):
         changed = asyncio.Event()
         self._watchers[service].add(changed)
         last: list[Instance] | None = None
+        # The first read waits until notifications flow: a change published between
+        # that read and the subscription would otherwise wait for the resync.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(_SUBSCRIBE_WAIT_SECONDS):
+                await self._subscribed.wait()
         try:
             while True:
                 changed.clear()
@@ -233,10 +243,16 @@ class RedisRegistry(Registry):
             try:
                 await pubsub.subscribe(self._channel)
                 backoff = 0.1
+                self._subscribed.set()
+                # Whatever changed while no one listened is re-read now.
+                for events in self._watchers.values():
+                    for changed in events:
+                        changed.set()
                 async for message in pubsub.listen():
                     for changed in self._watchers.get(message["data"], ()):
                         changed.set()
             except RedisError as exc:
+                self._subscribed.clear()
                 log.warning("discovery notifications lost (%s); resync covers the gap", exc)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
