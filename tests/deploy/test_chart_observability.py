@@ -49,6 +49,13 @@ def test_service_monitor_on_request() -> None:
     docs = render((), (*FIXED_SECRETS, "monitoring.kind=ServiceMonitor", "monitoring.force=true"))
     (monitor,) = of_kind(docs, "ServiceMonitor").values()
     assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    # Workers too: each has a headless Service over its pods, with a metrics port.
+    (selector,) = monitor["spec"]["selector"]["matchExpressions"]
+    assert selector["values"] == ["server", "worker"]
+    worker = of_kind(docs, "Service")["shortener-clicks-worker"]
+    assert worker["metadata"]["labels"]["app.kubernetes.io/component"] == "worker"
+    assert worker["spec"]["clusterIP"] == "None"
+    assert {p["name"] for p in worker["spec"]["ports"]} == {"grpc", "metrics"}
 
 
 def test_every_dashboard_in_the_chart_becomes_a_sidecar_configmap() -> None:

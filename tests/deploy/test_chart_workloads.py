@@ -36,16 +36,26 @@ def blueprint_deployments(docs: tuple[Doc, ...]) -> list[Doc]:
 
 
 def test_every_deployment_probes_grpc_health(docs: tuple[Doc, ...]) -> None:
-    # Readiness and startup: the server as a whole (""), NOT_SERVING while draining or
-    # a hard dependency is down. Liveness: "liveness", independent of dependencies.
+    # Readiness: the workload's own name, NOT_SERVING while draining or a hard
+    # dependency is down. Startup and liveness: "liveness", independent of dependencies
+    # (a database outage must neither restart pods nor keep new ones from starting).
     deployments = blueprint_deployments(docs)
     assert deployments
     for deployment in deployments:
         name = deployment["metadata"]["name"]
+        labels = deployment["metadata"]["labels"]
+        # Servers are named after the service, workers "<worker>-worker".
+        health_name = labels["app.kubernetes.io/name"].removesuffix("-worker")
         for container in pod_spec(deployment)["containers"]:
-            for probe in ("startupProbe", "readinessProbe"):
-                assert container[probe]["grpc"] == {"port": GRPC_PORT}, (name, probe)
-            assert container["livenessProbe"]["grpc"] == {"port": GRPC_PORT, "service": "liveness"}
+            assert container["readinessProbe"]["grpc"] == {
+                "port": GRPC_PORT,
+                "service": health_name,
+            }, name
+            for probe in ("startupProbe", "livenessProbe"):
+                assert container[probe]["grpc"] == {"port": GRPC_PORT, "service": "liveness"}, (
+                    name,
+                    probe,
+                )
 
 
 def test_every_container_has_requests_and_limits(docs: tuple[Doc, ...]) -> None:

@@ -21,6 +21,7 @@ import grpc
 import pytest
 import redis.asyncio as aioredis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from blueprint.infra.queue import Priority, WorkQueue
 from blueprint.local.processes import free_port
@@ -280,3 +281,59 @@ def test_a_worker_answers_the_grpc_health_check_kubernetes_probes(
         )
     assert reply.status == health_pb2.HealthCheckResponse.SERVING
     assert worker.stop() == 0
+
+
+def test_a_worker_is_a_first_class_instance_health_reflection_discovery_metrics(
+    workers: Callable[..., Worker], redis_url: str, redis_prefix: str
+) -> None:
+    """Like a server: health per name and liveness, reflection, registered in discovery
+    with its metrics port (so `blueprint status` and the local Prometheus see it), and
+    gone from discovery once it stops."""
+    port = free_port()
+    env = worker_env(redis_url, redis_prefix, BLUEPRINT_PORT=str(port))
+    worker = workers("worker-citizen", env)
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        statuses = {
+            name: health.Check(health_pb2.HealthCheckRequest(service=name), timeout=5).status
+            for name in ("", "example", "liveness")
+        }
+        reflected = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5
+        )
+        services = {s.name for reply in reflected for s in reply.list_services_response.service}
+    assert set(statuses.values()) == {health_pb2.HealthCheckResponse.SERVING}
+    assert services == {"grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"}
+
+    status = subprocess.run(
+        [sys.executable, "-m", "blueprint.cli", "status"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    [row] = [line.split() for line in status.stdout.splitlines() if "worker-citizen" in line]
+    assert row[0] == "example" and row[2] == f"127.0.0.1:{port}"
+    assert row[4] == "SERVING" and row[5] == str(worker.metrics_port)
+
+    targets = asyncio.run(_prometheus_targets(redis_url, redis_prefix))
+    labels = {"service": "example", "instance_id": "worker-citizen"}
+    assert {"targets": [f"127.0.0.1:{worker.metrics_port}"], "labels": labels} in targets
+    assert "blueprint_queue" in worker.metrics()  # what Prometheus scrapes there
+
+    assert worker.stop() == 0
+    assert asyncio.run(_prometheus_targets(redis_url, redis_prefix)) == []
+
+
+async def _prometheus_targets(redis_url: str, prefix: str) -> list[dict[str, object]]:
+    from blueprint.mesh.discovery import RedisRegistry
+
+    sys.path.insert(0, str(TESTS_DIR.parent / "scripts" / "observability"))
+    try:
+        import prometheus_targets
+    finally:
+        sys.path.pop(0)
+    registry = RedisRegistry.from_url(
+        redis_url, prefix=prefix, lease_ttl_seconds=3, resync_seconds=0.5
+    )
+    try:
+        return await prometheus_targets.targets(registry)
+    finally:
+        await registry.close()

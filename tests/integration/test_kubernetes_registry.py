@@ -88,10 +88,31 @@ def _ids(instances: list[Instance]) -> list[str]:
         ({}, True),  # all unknown: the API says to assume ready
     ],
 )
-def test_only_ready_or_serving_non_terminating_endpoints_are_used(
+def test_only_ready_or_serving_non_terminating_endpoints_take_calls(
     conditions: dict[str, bool], expected: bool
 ) -> None:
     assert usable(conditions) is expected
+
+
+@pytest.mark.parametrize(
+    ("conditions", "listed"),
+    [
+        ({"ready": False}, True),  # not ready: listed, not serving
+        ({"ready": False, "serving": True, "terminating": True}, False),
+        ({}, True),
+    ],
+)
+def test_terminating_endpoints_leave_the_view_and_not_ready_ones_stay_marked(
+    conditions: dict[str, bool], listed: bool
+) -> None:
+    slices = [
+        endpoint_slice(
+            "diag-a", "diag", [{**endpoint("10.0.0.1", "diag-1"), "conditions": conditions}]
+        )
+    ]
+    found = instances_from_slices("diag", slices, "grpc")
+    assert [i.instance_id for i in found] == (["diag-1"] if listed else [])
+    assert all(i.serving is usable(conditions) for i in found)
 
 
 def test_slices_of_one_service_merge_into_one_instance_per_pod() -> None:
@@ -131,11 +152,15 @@ async def test_the_watch_follows_endpoints_added_not_ready_terminating_and_remov
         api.apply(endpoint_slice("diag-def", "diag", [endpoint("10.0.0.2", "diag-2")]), NS)
         assert _ids(await _next(watch)) == ["diag-1", "diag-2"]
 
-        # made not ready (its readiness probe failed)
+        # made not ready (its readiness probe failed: a hard dependency is down): still
+        # listed, as not serving, so clients route around it but keep it in view
         api.apply(
             endpoint_slice("diag-def", "diag", [endpoint("10.0.0.2", "diag-2", ready=False)]), NS
         )
-        assert _ids(await _next(watch)) == ["diag-1"]
+        assert await _next(watch) == [
+            Instance("diag", "diag-1", "10.0.0.1:50051"),
+            Instance("diag", "diag-2", "10.0.0.2:50051", serving=False),
+        ]
 
         api.apply(endpoint_slice("diag-def", "diag", [endpoint("10.0.0.2", "diag-2")]), NS)
         assert _ids(await _next(watch)) == ["diag-1", "diag-2"]
@@ -369,7 +394,8 @@ async def test_instances_and_services_are_read_from_the_slices(
     registry = registries(api.url)
     assert await registry.instances("diag") == [Instance("diag", "diag-1", "10.0.0.1:50051")]
     assert await registry.instances("nobody") == []
-    assert await registry.services() == ["diag", "diag-preview"]
+    # "idle" has a pod that is not ready: listed (status shows it NOT_SERVING), not used.
+    assert await registry.services() == ["diag", "diag-preview", "idle"]
 
 
 async def test_registering_changes_nothing_as_the_kubelet_owns_membership(
@@ -507,15 +533,20 @@ async def test_calls_follow_the_slices_and_never_reach_a_terminating_pod(
         await asyncio.sleep(0.2)
         assert await served(60) == {"diag-7c9f-a", "diag-7c9f-c"}
 
-        # diag-7c9f-c fails its readiness probe; diag-7c9f-b's slice goes away.
+        def serving() -> set[str]:
+            return {e.instance_id for e in pool.endpoints if pool.serving(e)}
+
+        # diag-7c9f-c fails its readiness probe: kept in view, not serving, so no calls;
+        # diag-7c9f-b's slice goes away.
         publish({"diag-7c9f-c": NOT_READY}, gone="diag-7c9f-b")
         api.delete("diag-b", NS)
-        await _wait(lambda: in_view() == {"diag-7c9f-a"}, WITHIN)
+        await _wait(lambda: in_view() == {"diag-7c9f-a", "diag-7c9f-c"}, WITHIN)
+        await _wait(lambda: serving() == {"diag-7c9f-a"}, WITHIN)
         assert await served(20) == {"diag-7c9f-a"}
 
         # diag-7c9f-c is ready again: calls come back to it.
         publish(gone="diag-7c9f-b")
-        await _wait(lambda: in_view() == {"diag-7c9f-a", "diag-7c9f-c"}, WITHIN)
+        await _wait(lambda: serving() == {"diag-7c9f-a", "diag-7c9f-c"}, WITHIN)
         assert await served(20) == {"diag-7c9f-a", "diag-7c9f-c"}
     finally:
         await mesh.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import AsyncIterator
 
@@ -124,6 +125,24 @@ async def test_deregister_is_announced_immediately(
         assert await _next(watch, 2) == [_instance(1)]
         await registry.deregister(_instance(1))
         assert await _next(watch, 5) == []
+    finally:
+        await watch.aclose()
+        await watcher.close()
+
+
+async def test_a_change_of_serving_flag_is_announced_and_kept_by_the_heartbeat(
+    redis_url: str, redis_prefix: str, registry: RedisRegistry
+) -> None:
+    watcher = _registry(redis_url, redis_prefix, resync=NOTIFICATION_ONLY)
+    await registry.register(_instance(1))
+    watch = watcher.watch("diag")
+    try:
+        assert await _next(watch, 2) == [_instance(1)]
+        not_serving = dataclasses.replace(_instance(1), serving=False)
+        await registry.register(not_serving)  # the same lease, new details: announced
+        assert await _next(watch, 5) == [not_serving]
+        await asyncio.sleep(TTL * 1.5)  # heartbeats renew it with the new details
+        assert await registry.instances("diag") == [not_serving]
     finally:
         await watch.aclose()
         await watcher.close()

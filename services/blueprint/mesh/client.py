@@ -18,6 +18,7 @@ from blueprint.mesh.resilience.ejection import EjectionConfig
 from blueprint.mesh.resilience.retry import RetryBudget, RetryPolicy
 from blueprint.mesh.settings import Settings
 from blueprint.mesh.telemetry.metrics import Metrics
+from blueprint.mesh.view_guard import ViewGuard
 
 StubT = TypeVar("StubT")
 
@@ -89,6 +90,11 @@ class MeshClient:
                 breaker=breaker_config(settings),
                 ejection=ejection_config(settings),
                 metrics=self._metrics.mesh if self._metrics is not None else None,
+                view_guard=ViewGuard(
+                    min_share=settings.discovery_min_share,
+                    hold_seconds=settings.discovery_hold_seconds,
+                ),
+                watch_health=settings.endpoint_health_watch,
             )
             pool.start()
             router = CallRouter(

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Sequence, Set
 
 import grpc
 import grpc.aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from blueprint.mesh.balancers.base import NOTHING_EXCLUDED, Balancer
 from blueprint.mesh.discovery.base import Instance, Registry
@@ -19,6 +21,7 @@ from blueprint.mesh.resilience.ejection import EjectionConfig, OutlierTracker
 from blueprint.mesh.resilience.endpoint_health import ENDPOINT_FAILURES, EndpointHealth
 from blueprint.mesh.tasks import cancel_and_wait
 from blueprint.mesh.telemetry.metrics import BREAKER_STATE_VALUES, MeshMetrics
+from blueprint.mesh.view_guard import ViewGuard
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +38,23 @@ CHANNEL_OPTIONS: Sequence[tuple[str, int]] = (
 )
 
 
+_NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+_HEALTH_RETRY_SECONDS = (0.2, 5.0)  # first and longest wait before re-watching
+
+
 class EndpointPool:
     """Owns one channel per instance of `service` and the balancer that picks among them.
 
     An endpoint whose transport failed is quarantined for a moment: it is most
     likely gone, and discovery will confirm within a lease TTL; until then
     calls should not keep paying a failed attempt on it.
+
+    Only serving endpoints are offered to the balancer: discovery's flag (a replica
+    with a hard dependency down marks itself so) and, with `watch_health`, the
+    endpoint's own `grpc.health.v1` Watch for `service`, which turns NOT_SERVING the
+    moment a replica starts draining even when discovery cannot be told. When no
+    endpoint serves, all are offered: trying beats failing outright. A discovery read
+    that loses most endpoints at once is distrusted for a while (`view_guard`).
     """
 
     def __init__(
@@ -54,6 +68,8 @@ class EndpointPool:
         metrics: MeshMetrics | None = None,
         quarantine_seconds: float = 2.0,
         channel_close_grace_seconds: float = 10.0,
+        view_guard: ViewGuard | None = None,
+        watch_health: bool = True,
     ) -> None:
         self.service = service
         self.balancer = balancer
@@ -69,6 +85,11 @@ class EndpointPool:
         self._has_endpoints = asyncio.Event()
         self._watch_task: asyncio.Task[None] | None = None
         self._closing: set[asyncio.Task[None]] = set()
+        self._view_guard = view_guard or ViewGuard()
+        self._recheck: asyncio.TimerHandle | None = None
+        self._watch_health = watch_health
+        self._health_watches: dict[str, asyncio.Task[None]] = {}
+        self._reported_down: set[str] = set()  # by the endpoint's own health Watch
 
     def start(self) -> None:
         if self._watch_task is None:
@@ -83,25 +104,51 @@ class EndpointPool:
 
     async def _follow(self) -> None:
         async for instances in self._registry.watch(self.service):
-            self._apply(instances)
+            self._offer(instances)
+
+    def _offer(self, instances: Sequence[Instance]) -> None:
+        """Apply a discovery read, unless it is a sudden collapse (`view_guard`)."""
+        if self._recheck is not None:
+            self._recheck.cancel()
+            self._recheck = None
+        verdict = self._view_guard.offer(instances)
+        if verdict.held:
+            assert verdict.recheck_in is not None
+            log.warning(
+                "%s: discovery lists %d of %d endpoints; keeping the last view for up to %.1fs",
+                self.service, len(instances), len(self._endpoints), verdict.recheck_in,
+            )  # fmt: skip
+            if self._metrics is not None:
+                self._metrics.discovery_held.labels(self.service).inc()
+            # Believed after the hold unless a fuller read comes first.
+            self._recheck = asyncio.get_running_loop().call_later(
+                verdict.recheck_in, self._offer, list(instances)
+            )
+        self._apply(verdict.view)
 
     def _apply(self, instances: Sequence[Instance]) -> None:
         current = {instance.instance_id: instance for instance in instances}
         for instance_id in list(self._endpoints):
             old = self._endpoints[instance_id]
-            if current.get(instance_id) != old.instance:
-                del self._endpoints[instance_id]
-                del self._health[instance_id]
-                self._impaired.discard(instance_id)
-                self._close_later(old)
-                if self._metrics is not None:
-                    with contextlib.suppress(KeyError):
-                        self._metrics.breaker_state.remove(self.service, instance_id)
+            new = current.get(instance_id)
+            if new is not None and dataclasses.replace(new, serving=old.instance.serving) == (
+                old.instance
+            ):
+                old.instance = new  # only the serving flag changed: keep the channel
+                continue
+            del self._endpoints[instance_id]
+            del self._health[instance_id]
+            self._impaired.discard(instance_id)
+            self._reported_down.discard(instance_id)
+            self._close_later(old)
+            if self._metrics is not None:
+                with contextlib.suppress(KeyError):
+                    self._metrics.breaker_state.remove(self.service, instance_id)
         for instance_id, instance in current.items():
             if instance_id not in self._endpoints:
                 self._endpoints[instance_id] = self._open(instance)
                 self._health[instance_id] = self._new_health(instance_id)
-        self.balancer.update(list(self._endpoints.values()))
+        self._offer_serving()
         if self._endpoints:
             self._has_endpoints.set()
         else:
@@ -110,6 +157,47 @@ class EndpointPool:
             self._metrics.endpoints.labels(self.service).set(len(self._endpoints))
             self._metrics.discovery_changes.labels(self.service).inc()
         log.info("%s endpoints: %s", self.service, sorted(self._endpoints) or "none")
+
+    def serving(self, endpoint: Endpoint) -> bool:
+        return endpoint.instance.serving and endpoint.instance_id not in self._reported_down
+
+    def _offer_serving(self) -> None:
+        """The balancer gets the serving endpoints, or every endpoint if none serves."""
+        endpoints = list(self._endpoints.values())
+        self.balancer.update([e for e in endpoints if self.serving(e)] or endpoints)
+
+    def _reported(self, endpoint: Endpoint, serving: bool) -> None:
+        instance_id = endpoint.instance_id
+        if self._endpoints.get(instance_id) is not endpoint:
+            return  # discovery replaced it meanwhile
+        if serving == (instance_id not in self._reported_down):
+            return
+        if serving:
+            self._reported_down.discard(instance_id)
+        else:
+            self._reported_down.add(instance_id)
+        status = "SERVING" if serving else "NOT_SERVING"
+        log.info("%s/%s reports %s", self.service, instance_id, status)
+        self._offer_serving()
+
+    async def _follow_health(self, endpoint: Endpoint) -> None:
+        """The endpoint's own word on whether it serves `service` (grpc.health.v1 Watch,
+        as gRPC's client-side health checking). A broken stream changes nothing: a gone
+        replica is discovery's and the quarantine's business."""
+        assert endpoint.channel is not None
+        stub = health_pb2_grpc.HealthStub(endpoint.channel)
+        wait, longest = _HEALTH_RETRY_SECONDS
+        while True:
+            try:
+                async for reply in stub.Watch(health_pb2.HealthCheckRequest(service=self.service)):
+                    wait = _HEALTH_RETRY_SECONDS[0]
+                    # SERVICE_UNKNOWN: a server that does not report per name; take its calls.
+                    self._reported(endpoint, reply.status != _NOT_SERVING)
+            except grpc.aio.AioRpcError as error:
+                if error.code() is grpc.StatusCode.UNIMPLEMENTED:
+                    return  # no health service: discovery's word only
+            await asyncio.sleep(wait)
+            wait = min(wait * 2, longest)
 
     def _new_health(self, instance_id: str) -> EndpointHealth:
         def on_transition(state: BreakerState) -> None:
@@ -130,9 +218,17 @@ class EndpointPool:
     def _open(self, instance: Instance) -> Endpoint:
         channel = grpc.aio.insecure_channel(instance.address, options=CHANNEL_OPTIONS)
         channel.get_state(try_to_connect=True)  # warm: connect before the first call needs it
-        return Endpoint(instance=instance, load=self.balancer.new_load(), channel=channel)
+        endpoint = Endpoint(instance=instance, load=self.balancer.new_load(), channel=channel)
+        if self._watch_health:
+            self._health_watches[instance.instance_id] = asyncio.create_task(
+                self._follow_health(endpoint), name=f"health of {instance.instance_id}"
+            )
+        return endpoint
 
     def _close_later(self, endpoint: Endpoint) -> None:
+        watch = self._health_watches.pop(endpoint.instance_id, None)
+        if watch is not None:
+            watch.cancel()
         channel = endpoint.channel
         if channel is None:
             return
@@ -197,8 +293,12 @@ class EndpointPool:
         return self._has_endpoints.is_set()
 
     async def close(self) -> None:
+        if self._recheck is not None:
+            self._recheck.cancel()
         if self._watch_task is not None:
             await cancel_and_wait([self._watch_task])
+        await cancel_and_wait(list(self._health_watches.values()))
+        self._health_watches.clear()
         channels = [e.channel for e in self._endpoints.values() if e.channel is not None]
         self._endpoints.clear()
         await asyncio.gather(*(channel.close(grace=None) for channel in channels))

@@ -19,7 +19,7 @@ import os
 import signal
 import socket
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import grpc
@@ -40,6 +40,7 @@ from blueprint.mesh.admission import Admission
 from blueprint.mesh.client import MeshClient
 from blueprint.mesh.discovery import Instance, Registry, open_registry
 from blueprint.mesh.handlers import CallWrapper, WrappingServer
+from blueprint.mesh.health import Dependencies, DependencyChecker, ServingHealth
 from blueprint.mesh.settings import Settings
 from blueprint.mesh.telemetry import tracing
 from blueprint.mesh.telemetry.instrumentation import instrument_sql
@@ -59,6 +60,8 @@ class ServingContext:
     metrics: Metrics
     # For instrumenting the service's own clients (telemetry.instrumentation).
     tracer_provider: TracerProvider | NoOpTracerProvider
+    # Where the service declares its hard dependencies (mesh/health.py).
+    dependencies: Dependencies = field(default_factory=Dependencies)
 
 
 Cleanup = Callable[[], Awaitable[None]]
@@ -121,6 +124,8 @@ class Runtime:
         self.metrics = Metrics(self.metrics_registry)
         self.server: grpc.aio.Server | None = None
         self.health = HealthServicer()
+        self.serving_health: ServingHealth | None = None
+        self.checker: DependencyChecker | None = None
         self.mesh: MeshClient | None = None
         self.admission: Admission | None = None
         self.tracer_provider: object | None = None
@@ -174,6 +179,16 @@ class Runtime:
         instrument_sql(provider)
         context = ServingContext(name, instance_id, settings, self.mesh, self.metrics, provider)
         self._cleanup = await self.spec.add_to_server(self.server, context)
+        self.serving_health = ServingHealth(
+            self.health, [name, *self.spec.grpc_services], on_change=self._serving_changed
+        )
+        self.checker = DependencyChecker(
+            context.dependencies.all(),
+            self.serving_health.dependencies_changed,
+            interval_seconds=settings.health_check_interval_seconds,
+            timeout_seconds=settings.health_check_timeout_seconds,
+            failures_to_down=settings.health_failures_to_down,
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             [
@@ -192,16 +207,18 @@ class Runtime:
         self._metrics_server = metrics_server
         self.metrics_port = metrics_server.server_port
         await self.server.start()
-        for health_name in ("", *self.spec.grpc_services):
-            await self.health.set(health_name, health_pb2.HealthCheckResponse.SERVING)
+        await self.checker.check_once()  # a replica whose database is down starts NOT_SERVING
+        await self.serving_health.start()
         self.instance = Instance(
             service=name,
             instance_id=instance_id,
             address=f"{settings.advertise_host}:{self.port}",
             weight=settings.weight,
             metadata={"metrics_port": str(self.metrics_port)},
+            serving=bool(self.serving_health.serving),
         )
         await self.registry.register(self.instance)
+        self.checker.start()
         log.info(
             "serving",
             extra={
@@ -213,9 +230,20 @@ class Runtime:
         ready.report(settings.ready_file, ready.Bound(os.getpid(), self.port, self.metrics_port))
         return self.instance
 
+    async def _serving_changed(self, serving: bool) -> None:
+        """Tell discovery, so clients route around a replica that could only fail calls."""
+        if self.instance is not None and self.instance.serving != serving:
+            self.instance = replace(self.instance, serving=serving)
+            await self.registry.register(self.instance)
+
     async def stop(self) -> None:
         """The graceful sequence; every step runs even if an earlier one failed."""
-        await self.health.enter_graceful_shutdown()
+        if self.checker is not None:
+            await self.checker.aclose()
+        if self.serving_health is not None:
+            await self.serving_health.drain()
+        else:
+            await self.health.enter_graceful_shutdown()
         if self.instance is not None:
             try:
                 await self.registry.deregister(self.instance)

@@ -116,7 +116,30 @@ class Settings(BaseSettings):
         default=0.01, gt=0, le=10, description="the wait under a standing queue (CoDel target)"
     )
 
+    # Health (server side): hard dependencies probed, health and discovery follow.
+    health_check_interval_seconds: float = Field(
+        default=1.0, gt=0, le=60, description="how often each hard dependency is probed"
+    )
+    health_check_timeout_seconds: float = Field(
+        default=1.0, gt=0, le=60, description="a probe not answered by then has failed"
+    )
+    health_failures_to_down: int = Field(
+        default=2, ge=1, le=100, description="failed probes in a row before NOT_SERVING"
+    )
+
     # Client
+    discovery_min_share: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="a read keeping fewer of the trusted endpoints is held back for a while",
+    )
+    discovery_hold_seconds: float = Field(
+        default=10.0, ge=0, le=600, description="how long such a read is distrusted"
+    )
+    endpoint_health_watch: bool = Field(
+        default=True, description="follow each endpoint's grpc.health.v1 Watch; off: discovery only"
+    )
     balancer: BalancerName = "p2c_expected_latency"
     balancers: dict[str, BalancerName] = Field(
         default_factory=dict, description="per target service, overriding `balancer`"

@@ -166,6 +166,11 @@ async def _add(server: grpc.aio.Server, context: ServingContext) -> Cleanup:
         tracer_provider=context.tracer_provider,
         registry=context.metrics.registry,
     )
+    # Hard dependencies: every shard's writer (no link can be read or written without
+    # its shard). Replicas are not (reads fall back to the writer), nor is Redis (the
+    # cache is skipped and clicks are dropped while it is away; calls still answer).
+    for shard in shortener.store.database.shards:
+        context.dependencies.add(shard.writer_guard.dependency, shard.ping_writer)
     servicer = ShortenerServicer(shortener, caller_header=settings.hash_key_header)
     shortener_pb2_grpc.add_ShortenerServicer_to_server(servicer, server)
     return shortener.aclose  # the runtime awaits it once the last call has drained

@@ -3,8 +3,10 @@
 It runs `--concurrency` consumers (each handles one message at a time) plus the loop
 that moves due retries back (with a blue-green colour, only while that colour is
 live: `gate.py`), serves Prometheus `/metrics` and the standard gRPC health
-service on BLUEPRINT_PORT (so Kubernetes probes a worker as it probes a server), and
-logs JSON lines. On
+service and server reflection on BLUEPRINT_PORT (so Kubernetes probes a worker as it
+probes a server, and grpcurl lists it), registers in discovery under its own name (so
+`blueprint status` lists it, with its metrics port), and logs JSON lines. Its health
+follows its hard dependency, the queue's Redis (`mesh.health`). On
 SIGTERM (or SIGINT) it stops reading, lets in-flight handlers finish within
 BLUEPRINT_DRAIN_GRACE_SECONDS and exits 0; a handler still running after that is
 cancelled, and its message (never acknowledged) is taken over by another worker after
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import os
@@ -26,6 +29,7 @@ import grpc.aio
 import redis.asyncio as aioredis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 from redis.exceptions import RedisError
 
@@ -38,6 +42,8 @@ from blueprint.infra.queue.registry import HandlerSpec, WorkerContext
 from blueprint.infra.queue.scheduler import promote_due_forever
 from blueprint.infra.queue.settings import consumer_options, retry_policy
 from blueprint.mesh import ready
+from blueprint.mesh.discovery import Instance, open_registry
+from blueprint.mesh.health import Dependency, DependencyChecker, ServingHealth
 from blueprint.mesh.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -62,8 +68,34 @@ async def work(
     health = HealthServicer()
     health_server = grpc.aio.server()
     health_pb2_grpc.add_HealthServicer_to_server(health, health_server)
+    reflection.enable_server_reflection(
+        [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
+        health_server,
+    )
     health_port = health_server.add_insecure_port(f"{settings.bind_host}:{settings.port}")
     await health_server.start()
+    registry = open_registry(settings, redis_url=redis_url)
+    instance = Instance(
+        service=name,
+        instance_id=instance_id,
+        address=f"{settings.advertise_host}:{health_port}",
+        metadata={"metrics_port": str(metrics_server.server_port), "kind": "worker"},
+    )
+
+    async def serving_changed(serving: bool) -> None:
+        nonlocal instance
+        instance = dataclasses.replace(instance, serving=serving)
+        await registry.register(instance)
+
+    serving_health = ServingHealth(health, [name], on_change=serving_changed)
+    checker = DependencyChecker(
+        [Dependency(f"{name}/redis", redis.ping)],
+        serving_health.dependencies_changed,
+        interval_seconds=settings.health_check_interval_seconds,
+        timeout_seconds=settings.health_check_timeout_seconds,
+        failures_to_down=settings.health_failures_to_down,
+    )
+    registered = False
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -90,7 +122,13 @@ async def work(
                 )
                 for n in range(1, concurrency + 1)
             ]
-            await health.set("", health_pb2.HealthCheckResponse.SERVING)
+            await serving_health.start()
+            registered = True  # from here its heartbeat keeps trying, Redis or not
+            try:
+                await registry.register(instance)
+            except RedisError as exc:
+                log.warning("cannot register in discovery yet", extra={"error": str(exc)})
+            checker.start()
             bound = ready.Bound(os.getpid(), health_port, metrics_server.server_port)
             ready.report(settings.ready_file, bound)
             run = functools.partial(
@@ -107,7 +145,12 @@ async def work(
             # only while its colour is live (gate.py).
             return await (run(stop) if gate is None else gate.run_while_live(run, stop))
     finally:
-        await health.enter_graceful_shutdown()
+        await checker.aclose()
+        await serving_health.drain()
+        if registered:
+            with contextlib.suppress(RedisError):
+                await registry.deregister(instance)
+        await registry.close()
         await health_server.stop(None)
         with contextlib.suppress(Exception):
             for signum in (signal.SIGTERM, signal.SIGINT):

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from blueprint.errors import StoreUnavailable
 from blueprint.infra.guard import StoreGuard, StoreGuards
+from blueprint.infra.outages import translated
 from blueprint.infra.sql.engines import EngineOptions, create_engine
 from blueprint.infra.sql.routing import Clock, ReadYourWrites, ReplicaRotation, current_caller
 from blueprint.infra.sql.urls import normalise_url, shown, sqlite_url
@@ -85,6 +86,7 @@ class Database:
             for route in [WRITER, *(f"replica-{i}" for i in range(len(self.replicas)))]
         )
         self.replica_guards = tuple(replica_guards)
+        self._probe_engine: AsyncEngine | None = None  # ping_writer's, made on first use
 
     @classmethod
     def from_urls(
@@ -177,9 +179,24 @@ class Database:
         order = self._rotation.peek()
         return f"replica-{order[0]}" if order else WRITER
 
+    async def ping_writer(self) -> None:
+        """`SELECT 1` on the writer: the health check's probe. On a connection of its
+        own (a pool busy with calls is no outage), not through the breaker (a probe must
+        see the database come back while the breaker is still open); an outage is raised
+        as `StoreUnavailable`, classified as every store call's is."""
+        if self._probe_engine is None:
+            self._probe_engine = create_engine(
+                self.writer.url, EngineOptions(pool_min=1, pool_max=1, pool_timeout_seconds=5)
+            )
+        with translated(self.writer_guard.dependency):
+            async with self._probe_engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+
     async def dispose(self) -> None:
         for engine in (self.writer, *self.replicas):
             await engine.dispose()
+        if self._probe_engine is not None:
+            await self._probe_engine.dispose()
 
     def __repr__(self) -> str:
         return (

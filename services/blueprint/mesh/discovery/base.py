@@ -16,6 +16,9 @@ class Instance:
     address: str  # host:port that clients dial
     weight: int = 1
     metadata: Mapping[str, str] = field(default_factory=dict)
+    # False: alive but not taking calls (a hard dependency is down, or not ready yet).
+    # Clients route around it while any serving instance is left.
+    serving: bool = True
 
 
 class Registry(abc.ABC):

@@ -97,8 +97,20 @@ def usable(conditions: Mapping[str, Any]) -> bool:
     return conditions.get("serving") is not False
 
 
+def alive(conditions: Mapping[str, Any]) -> bool:
+    """Whether an endpoint is a running pod, ready or not: not terminating.
+
+    A pod whose readiness fails (a hard dependency down) stays in the view, marked not
+    serving: clients route around it, but when every pod fails readiness at once (a
+    shared database down) they still have somewhere to send calls, and an empty view
+    is never mistaken for one (`view_guard.py`).
+    """
+    return conditions.get("terminating") is not True
+
+
 def instances_from_slices(service: str, slices: Iterable[Slice], port_name: str) -> list[Instance]:
-    """The usable endpoints of every slice of `service`, one instance per pod."""
+    """The live endpoints of every slice of `service`, one instance per pod; those not
+    ready are marked not serving."""
     found: dict[str, Instance] = {}
     # IPv4 slices first, so a dual-stack pod (in one slice per family) is dialled over IPv4.
     for slice_ in sorted(slices, key=_preference):
@@ -107,14 +119,19 @@ def instances_from_slices(service: str, slices: Iterable[Slice], port_name: str)
             continue
         for endpoint in slice_.get("endpoints") or ():
             addresses = endpoint.get("addresses") or ()
-            if not addresses or not usable(endpoint.get("conditions") or {}):
+            conditions = endpoint.get("conditions") or {}
+            if not addresses or not alive(conditions):
                 continue
             address = addresses[0]  # the API: addresses are fungible, use the first
             instance_id = (endpoint.get("targetRef") or {}).get("name") or address
             found.setdefault(
                 instance_id,
                 Instance(
-                    service, instance_id, _host_port(address, port), metadata=_metadata(endpoint)
+                    service,
+                    instance_id,
+                    _host_port(address, port),
+                    metadata=_metadata(endpoint),
+                    serving=usable(conditions),
                 ),
             )
     return sorted(found.values(), key=lambda i: i.instance_id)

@@ -29,12 +29,16 @@ log = logging.getLogger(__name__)
 # Redis down the read fails anyway and the watch retries on its resync timer.
 _SUBSCRIBE_WAIT_SECONDS = 2.0
 
-# Adds or renews a lease; purges lapsed ones; announces when membership changed.
+# Adds or renews a lease; purges lapsed ones; announces when membership or an
+# instance's details (its serving flag) changed.
 # KEYS: leases zset, details hash, services set. ARGV: id, details, ttl ms, channel, service.
 _RENEW = """
 local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local added = redis.call('ZADD', KEYS[1], now_ms + tonumber(ARGV[3]), ARGV[1])
+if redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[2] then
+  added = 1
+end
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 redis.call('SADD', KEYS[3], ARGV[5])
 local lapsed = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now_ms)
@@ -85,6 +89,7 @@ def _encode(instance: Instance) -> str:
             "address": instance.address,
             "weight": instance.weight,
             "metadata": dict(instance.metadata),
+            "serving": instance.serving,
         },
         separators=(",", ":"),
     )
@@ -98,6 +103,7 @@ def _decode(raw: str) -> Instance:
         address=data["address"],
         weight=int(data.get("weight", 1)),
         metadata=dict(data.get("metadata", {})),
+        serving=bool(data.get("serving", True)),
     )
 
 
@@ -141,13 +147,15 @@ class RedisRegistry(Registry):
         return [base, f"{base}:details"]
 
     async def register(self, instance: Instance) -> None:
-        await self._renew_lease(instance)
+        """Registers (or re-registers with new details, e.g. not serving). The heartbeat
+        carries the new details from now on, even if Redis is away right now."""
         old = self._heartbeats.pop(instance.instance_id, None)
         if old is not None:
             old.cancel()
         self._heartbeats[instance.instance_id] = asyncio.create_task(
             self._beat(instance), name=f"heartbeat {instance.instance_id}"
         )
+        await self._renew_lease(instance)
 
     async def _renew_lease(self, instance: Instance) -> None:
         await self._renew(

@@ -109,6 +109,12 @@ class MeshMetrics:
             ["target"],
             registry=registry,
         )
+        self.discovery_held = Counter(
+            "blueprint_mesh_discovery_reads_held",
+            "Discovery reads that lost most endpoints at once, distrusted for a while.",
+            ["target"],
+            registry=registry,
+        )
         self.bulkhead_rejections = Counter(
             "blueprint_mesh_bulkhead_rejections",
             "Calls refused at once because the target's in-flight limit was reached.",
