@@ -60,6 +60,8 @@ _SERVER_ERRORS = frozenset(
 # Infrastructure RPCs: measured, but not traced (probes would drown real traces).
 _UNTRACED_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
 _CODES_BY_VALUE = {code.value[0]: code for code in grpc.StatusCode}
+# A call that brings no trace context starts a trace, whatever the task's context holds.
+_NO_PARENT = otel_context.Context()
 # The request as the handler gets it, refusing bytes that did not parse (mesh.decoding).
 _Decoded = Callable[[Any], Any]
 
@@ -146,10 +148,13 @@ class _Method:
 
     def _start_span(self, tracer: Tracer, context: Context) -> trace.Span:
         metadata = context.invocation_metadata()
-        parent = tracing.extract(metadata) if tracing.carries_context(metadata) else None
+        parent = tracing.extract(metadata) if tracing.carries_context(metadata) else _NO_PARENT
         # The sampler's answer when it is known without asking it: most calls are
         # unsampled, and then a span is two ids, not the SDK's work.
-        unsampled = tracing.unsampled_span(parent, self._roots_sampled)
+        parent_span = (
+            trace.INVALID_SPAN_CONTEXT if parent is _NO_PARENT else tracing.parent_of(parent)
+        )
+        unsampled = tracing.unsampled_span(parent_span, self._roots_sampled)
         if unsampled is not None:
             return unsampled
         return tracer.start_span(
