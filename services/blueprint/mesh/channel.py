@@ -31,7 +31,7 @@ from blueprint.mesh.pool import EndpointPool
 from blueprint.mesh.resilience import deadlines
 from blueprint.mesh.resilience.retry import RetryBudget, RetryPolicy
 from blueprint.mesh.telemetry import tracing
-from blueprint.mesh.telemetry.metrics import Metrics
+from blueprint.mesh.telemetry.metrics import InFlight, Metrics, in_flight
 
 Serializer = Callable[[Any], bytes] | None
 Deserializer = Callable[[bytes], Any] | None
@@ -85,7 +85,7 @@ class CallRouter:
         self._metrics = metrics
         self.in_flight = 0
         # Metric children, bound on first use: labels() per call costs a lock and a lookup.
-        self._in_flight_gauge: Any = None
+        self._in_flight_gauge: InFlight | None = None
         self._durations: dict[tuple[str, grpc.StatusCode], Any] = {}
 
     # -- per call -----------------------------------------------------------------
@@ -114,8 +114,9 @@ class CallRouter:
         self.in_flight += 1
         if self._metrics is not None:
             if self._in_flight_gauge is None:
-                self._in_flight_gauge = self._metrics.rpc.client_in_flight.labels(self._target)
-            self._in_flight_gauge.inc()
+                gauge = self._metrics.rpc.client_in_flight.labels(self._target)
+                self._in_flight_gauge = in_flight(gauge)
+            self._in_flight_gauge.value += 1
         self.policy.budget.record_call()
         return time.monotonic() + seconds
 
@@ -160,7 +161,8 @@ class CallRouter:
     def _finish(self, path: str, started: float, code: grpc.StatusCode, span: Any) -> None:
         self.in_flight -= 1
         if self._metrics is not None:
-            self._in_flight_gauge.dec()
+            assert self._in_flight_gauge is not None  # bound by the call's start
+            self._in_flight_gauge.value -= 1
             exemplar = None
             if span is not None and span.get_span_context().trace_flags.sampled:
                 exemplar = {"trace_id": format(span.get_span_context().trace_id, "032x")}
