@@ -63,9 +63,10 @@ class Parameters:
     concurrency: int = 32
     payload_bytes: int = 64
     warmup_seconds: float = 1.0  # per mode, once, before the rounds
-    rounds: int = 5
-    settle_seconds: float = 0.25  # per mode per round: the loop refills after a switch
-    duration_seconds: float = 1.6  # per mode per round: 8 s measured per mode
+    # Many short rounds: each ratio pairs windows a second apart (bench.server_cost).
+    rounds: int = 12
+    settle_seconds: float = 0.15  # per mode per round: the loop refills after a switch
+    duration_seconds: float = 0.6  # per mode per round: 7.2 s measured per mode
     # Both modes set one, as a real caller would: the mesh always sends a deadline.
     timeout_seconds: float = 10.0
 
