@@ -1,13 +1,14 @@
-"""Server instructions per call, counted by callgrind: a cost the machine's load does not
-move, unlike calls/s or even CPU time on a shared VM.
+"""Instructions per call, counted by callgrind: a cost the machine's load does not move,
+unlike calls/s or even CPU time on a shared VM.
 
-`python -m bench.instructions [--calls N]` (minutes: each server runs under valgrind;
+`python -m bench.instructions [--calls N]` (minutes: each process runs under valgrind;
 not part of `make bench`). Each server of `bench.server_cost` but the every-call-traced
-one starts under callgrind with counting off; after a warm-up a raw grpc.aio client
-(Echo 64 B, concurrency 16) makes N calls with counting on, and the count, all threads
-of the server process, is divided by N. Then the client side: the same calls from a
-client process under callgrind, through a raw channel, the mesh client, and the mesh
-client with metrics and unsampled spans, all to one bare server.
+one, and blueprint serve on the stdlib loop, starts under callgrind with counting off;
+after a warm-up a raw grpc.aio client (Echo 64 B, concurrency 16) makes N calls with
+counting on, and the count, all threads of the server process, is divided by N. Then
+the client side: the same calls from a client process under callgrind, through a raw
+channel, the mesh client, and the mesh client with metrics and unsampled spans, all to
+one bare server.
 """
 
 from __future__ import annotations
@@ -25,12 +26,23 @@ import grpc.aio
 
 from bench.common import LOG_DIR, diag_servers, print_table, progress, write_result
 from bench.mesh_overhead import _mesh_client
-from bench.server_cost import BARE, OFF, ON, SERVERS
+from bench.server_cost import BARE, OFF, ON
+from bench.server_cost import SERVERS as SERVER_COST_SERVERS
 from blueprint.diag.v1.diag_pb2 import EchoRequest, EchoResponse
 from blueprint.diag.v1.diag_pb2_grpc import DiagnosticsStub
 
 NAME = "server_instructions"
-MODES = (BARE, ON, OFF)
+ON_ASYNCIO = "blueprint serve, telemetry on, asyncio loop"
+# server_cost's servers, and one that shows what the event loop alone is worth.
+SERVERS = {
+    **SERVER_COST_SERVERS,
+    ON_ASYNCIO: (
+        "diag-telemetry-on-asyncio",
+        {"BLUEPRINT_TRACE_SAMPLING_RATIO": "0", "BLUEPRINT_EVENT_LOOP": "asyncio"},
+        None,
+    ),
+}
+MODES = (BARE, ON, OFF, ON_ASYNCIO)
 CONCURRENCY = 16
 WARMUP_CALLS = 300
 START_TIMEOUT_SECONDS = 600.0  # imports alone take a minute under valgrind
