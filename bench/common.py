@@ -71,14 +71,19 @@ def _server_env(instance_id: str, ready_file: Path, extra: Mapping[str, str]) ->
 BLUEPRINT_SERVE_DIAG = ("blueprint.cli", "serve", "diag")
 
 
-def _spawn(instance_id: str, extra: Mapping[str, str], module_args: Sequence[str]) -> DiagServer:
+def _spawn(
+    instance_id: str,
+    extra: Mapping[str, str],
+    module_args: Sequence[str],
+    launcher: Sequence[str] = (),
+) -> DiagServer:
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     log_path = LOG_DIR / f"{instance_id}.log"
     ready_file = LOG_DIR / f"{instance_id}.ready.json"
     ready_file.unlink(missing_ok=True)
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", *module_args],
+            [*launcher, sys.executable, "-m", *module_args],
             env=_server_env(instance_id, ready_file, extra),
             stdin=subprocess.DEVNULL,
             stdout=log,
@@ -113,20 +118,28 @@ def _stop(servers: Sequence[DiagServer], grace_seconds: float = 10.0) -> None:
 def diag_servers(
     extra_env: Mapping[str, Mapping[str, str]],
     commands: Mapping[str, Sequence[str]] | None = None,
-    start_timeout_seconds: float = 20.0,
+    *,
+    launcher: Sequence[str] = (),
+    start_timeout: float = 20.0,
 ) -> Iterator[list[DiagServer]]:
     """One `blueprint serve diag` per instance id, with its extra env (or the module and
-    arguments `commands` names for it); all stopped on exit, whatever ends the block."""
+    arguments `commands` names for it), run by `launcher` (e.g. valgrind) when given;
+    all stopped on exit, whatever ends the block."""
     servers: list[DiagServer] = []
     commands = commands or {}
     try:
         # Spawn all before waiting for any: their start-ups overlap.
         for instance_id, extra in extra_env.items():
             servers.append(
-                _spawn(instance_id, extra, commands.get(instance_id, BLUEPRINT_SERVE_DIAG))
+                _spawn(
+                    instance_id,
+                    extra,
+                    commands.get(instance_id, BLUEPRINT_SERVE_DIAG),
+                    launcher,
+                )
             )
         for server in servers:
-            _wait_serving(server, start_timeout_seconds)
+            _wait_serving(server, start_timeout)
         yield servers
     finally:
         _stop(servers)

@@ -181,7 +181,7 @@ def run(quick: bool) -> None:
     progress(f"overload: starting {REPLICAS * len(params.configs)} diag servers")
     env = _servers_env(params)
     # Six processes importing at once on a small machine: generous start-up time.
-    with diag_servers(env, start_timeout_seconds=120) as servers:
+    with diag_servers(env, start_timeout=120) as servers:
         by_config = {
             config: [s.address for s in servers[REPLICAS * i : REPLICAS * (i + 1)]]
             for i, config in enumerate(params.configs)

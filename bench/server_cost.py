@@ -45,9 +45,11 @@ class Parameters:
     concurrency: int = 16
     payload_bytes: int = 64
     warmup_seconds: float = 1.0  # per mode, once, before the rounds
-    rounds: int = 5
-    settle_seconds: float = 0.25
-    duration_seconds: float = 1.6
+    # Many short rounds: a ratio is taken between windows a second apart, and the
+    # median of many such pairs is what a shared machine's swings move least.
+    rounds: int = 12
+    settle_seconds: float = 0.15
+    duration_seconds: float = 0.6
     timeout_seconds: float = 10.0
 
 

@@ -22,7 +22,6 @@ from typing import Any
 
 import grpc
 import grpc.aio
-from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
 from blueprint.mesh import idempotency
@@ -32,7 +31,7 @@ from blueprint.mesh.pool import EndpointPool
 from blueprint.mesh.resilience import deadlines
 from blueprint.mesh.resilience.retry import RetryBudget, RetryPolicy
 from blueprint.mesh.telemetry import tracing
-from blueprint.mesh.telemetry.metrics import Metrics
+from blueprint.mesh.telemetry.metrics import InFlight, Metrics, in_flight
 
 Serializer = Callable[[Any], bytes] | None
 Deserializer = Callable[[bytes], Any] | None
@@ -71,7 +70,10 @@ class CallRouter:
         own_address: bytes,
         tracer: Tracer | None = None,
         metrics: Metrics | None = None,
+        roots_sampled: bool = True,
     ) -> None:
+        """`roots_sampled`: False when the tracer's sampler never samples a call made
+        outside a sampled trace (BLUEPRINT_TRACE_SAMPLING_RATIO=0)."""
         self.pool = pool
         self.policy = policy
         self._target = pool.service
@@ -79,8 +81,12 @@ class CallRouter:
         self._own_address = own_address
         self._wants_key = pool.balancer.name == "consistent_hash"
         self._tracer = tracer
+        self._roots_sampled = roots_sampled
         self._metrics = metrics
         self.in_flight = 0
+        # Metric children, bound on first use: labels() per call costs a lock and a lookup.
+        self._in_flight_gauge: InFlight | None = None
+        self._durations: dict[tuple[str, grpc.StatusCode], Any] = {}
 
     # -- per call -----------------------------------------------------------------
 
@@ -107,7 +113,10 @@ class CallRouter:
             )
         self.in_flight += 1
         if self._metrics is not None:
-            self._metrics.rpc.client_in_flight.labels(self._target).inc()
+            if self._in_flight_gauge is None:
+                gauge = self._metrics.rpc.client_in_flight.labels(self._target)
+                self._in_flight_gauge = in_flight(gauge)
+            self._in_flight_gauge.value += 1
         self.policy.budget.record_call()
         return time.monotonic() + seconds
 
@@ -152,14 +161,19 @@ class CallRouter:
     def _finish(self, path: str, started: float, code: grpc.StatusCode, span: Any) -> None:
         self.in_flight -= 1
         if self._metrics is not None:
-            self._metrics.rpc.client_in_flight.labels(self._target).dec()
+            assert self._in_flight_gauge is not None  # bound by the call's start
+            self._in_flight_gauge.value -= 1
             exemplar = None
             if span is not None and span.get_span_context().trace_flags.sampled:
                 exemplar = {"trace_id": format(span.get_span_context().trace_id, "032x")}
-            self._metrics.rpc.client_duration.labels(
-                "grpc", path[1:], code.name, self._target
-            ).observe(time.monotonic() - started, exemplar)
-        if span is not None:
+            duration = self._durations.get((path, code))
+            if duration is None:
+                duration = self._metrics.rpc.client_duration.labels(
+                    "grpc", path[1:], code.name, self._target
+                )
+                self._durations[(path, code)] = duration
+            duration.observe(time.monotonic() - started, exemplar)
+        if span is not None and span.is_recording():
             span.set_attribute("rpc.response.status_code", code.name)
             if code is not grpc.StatusCode.OK:
                 span.set_status(Status(StatusCode.ERROR, code.name))
@@ -168,6 +182,10 @@ class CallRouter:
     def _start_span(self, path: str) -> Any:
         if self._tracer is None:
             return None
+        # Most calls are unsampled; when the sampler's answer is known, skip asking it.
+        unsampled = tracing.unsampled_span(tracing.parent_of(None), self._roots_sampled)
+        if unsampled is not None:
+            return unsampled
         return self._tracer.start_span(
             path[1:],
             kind=SpanKind.CLIENT,
@@ -181,8 +199,7 @@ class CallRouter:
     def _outgoing_metadata(self, metadata: Metadata | None, span: Any) -> Metadata | None:
         if span is None:
             return metadata
-        with trace.use_span(span, end_on_exit=False):
-            return tracing.inject(metadata)
+        return tracing.inject(metadata, span)
 
     async def _attempt(
         self,

@@ -104,6 +104,7 @@ class MeshClient:
                 own_address=settings.advertise_host.encode(),
                 tracer=self._tracer,
                 metrics=self._metrics,
+                roots_sampled=settings.trace_sampling_ratio > 0,
             )
             self._routers[service] = router
         return router

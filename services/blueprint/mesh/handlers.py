@@ -39,7 +39,7 @@ from blueprint.mesh.decoding import refuse_undecodable, refuse_undecodable_strea
 from blueprint.mesh.errors import status_for
 from blueprint.mesh.resilience import deadlines
 from blueprint.mesh.telemetry import tracing
-from blueprint.mesh.telemetry.metrics import RpcMetrics
+from blueprint.mesh.telemetry.metrics import InFlight, RpcMetrics, in_flight
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,8 @@ _SERVER_ERRORS = frozenset(
 # Infrastructure RPCs: measured, but not traced (probes would drown real traces).
 _UNTRACED_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
 _CODES_BY_VALUE = {code.value[0]: code for code in grpc.StatusCode}
+# A call that brings no trace context starts a trace, whatever the task's context holds.
+_NO_PARENT = otel_context.Context()
 # The request as the handler gets it, refusing bytes that did not parse (mesh.decoding).
 _Decoded = Callable[[Any], Any]
 
@@ -131,15 +133,15 @@ class _Method:
         self._tracer = None if path.startswith(_UNTRACED_PREFIXES) else tracer
         self._roots_sampled = roots_sampled
         self._metrics = metrics
-        self._in_flight: Any = None
+        self._in_flight: InFlight | None = None
         self._durations: dict[grpc.StatusCode, Any] = {}
 
     def begin(self, context: Context) -> _Call:
         call = _Call(context, time.monotonic(), deadlines.set_incoming(context.time_remaining()))
         if self._metrics is not None:
             if self._in_flight is None:
-                self._in_flight = self._metrics.server_in_flight.labels(self.name)
-            self._in_flight.inc()
+                self._in_flight = in_flight(self._metrics.server_in_flight.labels(self.name))
+            self._in_flight.value += 1
         if self._tracer is not None:
             span = self._start_span(self._tracer, context)
             call.span = span
@@ -151,10 +153,13 @@ class _Method:
 
     def _start_span(self, tracer: Tracer, context: Context) -> trace.Span:
         metadata = context.invocation_metadata()
-        parent = tracing.extract(metadata) if tracing.carries_context(metadata) else None
+        parent = tracing.extract(metadata) if tracing.carries_context(metadata) else _NO_PARENT
         # The sampler's answer when it is known without asking it: most calls are
         # unsampled, and then a span is two ids, not the SDK's work.
-        unsampled = tracing.unsampled_span(parent, self._roots_sampled)
+        parent_span = (
+            trace.INVALID_SPAN_CONTEXT if parent is _NO_PARENT else tracing.parent_of(parent)
+        )
+        unsampled = tracing.unsampled_span(parent_span, self._roots_sampled)
         if unsampled is not None:
             return unsampled
         return tracer.start_span(
@@ -181,7 +186,8 @@ class _Method:
             exemplar = None
             if span is not None and span.get_span_context().trace_flags.sampled:
                 exemplar = {"trace_id": format(span.get_span_context().trace_id, "032x")}
-            self._in_flight.dec()
+            assert self._in_flight is not None  # bound by the call's start
+            self._in_flight.value -= 1
             duration = self._durations.get(code)
             if duration is None:
                 duration = self._metrics.server_duration.labels("grpc", self.name, code.name)

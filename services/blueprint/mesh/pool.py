@@ -8,6 +8,7 @@ import contextlib
 import dataclasses
 import logging
 from collections.abc import Sequence, Set
+from typing import Any
 
 import grpc
 import grpc.aio
@@ -77,6 +78,8 @@ class EndpointPool:
         self._breaker_config = breaker or BreakerConfig()
         self._ejection_config = ejection or EjectionConfig()
         self._metrics = metrics
+        # Pick counters by instance, bound on first pick: labels() per call is a lock and a lookup.
+        self._pick_counters: dict[str, Any] = {}
         self._endpoints: dict[str, Endpoint] = {}
         self._health: dict[str, EndpointHealth] = {}
         self._impaired: set[str] = set()
@@ -138,6 +141,7 @@ class EndpointPool:
                 continue
             del self._endpoints[instance_id]
             del self._health[instance_id]
+            self._pick_counters.pop(instance_id, None)
             self._impaired.discard(instance_id)
             self._reported_down.discard(instance_id)
             self._close_later(old)
@@ -256,9 +260,13 @@ class EndpointPool:
         if endpoint is not None:
             self._health[endpoint.instance_id].breaker.on_call()
             if self._metrics is not None:
-                self._metrics.picks.labels(
-                    self.service, endpoint.instance_id, self.balancer.name
-                ).inc()
+                counter = self._pick_counters.get(endpoint.instance_id)
+                if counter is None:
+                    counter = self._metrics.picks.labels(
+                        self.service, endpoint.instance_id, self.balancer.name
+                    )
+                    self._pick_counters[endpoint.instance_id] = counter
+                counter.inc()
         return endpoint
 
     def record(self, endpoint: Endpoint, code: grpc.StatusCode, seconds: float) -> None:

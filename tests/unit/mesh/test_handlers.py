@@ -165,6 +165,11 @@ async def test_health_and_reflection_are_served_through_the_wrapping_server(
     reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=5)
     assert reply.status == health_pb2.HealthCheckResponse.SERVING
 
+    # Watch is a coroutine that answers through context.write(): wrapped as what it is.
+    watch = health.Watch(health_pb2.HealthCheckRequest(), timeout=5)
+    assert (await watch.read()).status == health_pb2.HealthCheckResponse.SERVING
+    watch.cancel()
+
     stub = reflection_pb2_grpc.ServerReflectionStub(unsampled.channel)
     request = reflection_pb2.ServerReflectionRequest(list_services="")
     async for answer in stub.ServerReflectionInfo(iter([request]), timeout=5):

@@ -74,6 +74,9 @@ class CircuitBreaker:
         self._on_transition = on_transition
         self.state = BreakerState.CLOSED
         self._outcomes: deque[tuple[bool, bool]] = deque(maxlen=config.window)  # (failed, slow)
+        # Kept in step with the window, so a call's result is not a sum over it.
+        self._failures = 0
+        self._slow = 0
         self._opened_at = 0.0
         self._probes_sent = 0
         self._probe_outcomes: list[tuple[bool, bool]] = []
@@ -81,6 +84,7 @@ class CircuitBreaker:
     def _enter(self, state: BreakerState) -> None:
         self.state = state
         self._outcomes.clear()
+        self._failures = self._slow = 0
         self._probes_sent = 0
         self._probe_outcomes = []
         if state is BreakerState.OPEN:
@@ -119,14 +123,26 @@ class CircuitBreaker:
             return
         if self.state is BreakerState.OPEN:
             return  # a straggler sent before the breaker opened
-        self._outcomes.append(outcome)
-        if len(self._outcomes) >= self._config.minimum_calls and self._tripped(self._outcomes):
+        outcomes = self._outcomes
+        if len(outcomes) == outcomes.maxlen:  # the oldest is about to leave the window
+            old_failed, old_slow = outcomes[0]
+            self._failures -= old_failed
+            self._slow -= old_slow
+        outcomes.append(outcome)
+        self._failures += outcome[0]
+        self._slow += outcome[1]
+        total = len(outcomes)
+        if total >= self._config.minimum_calls and self._rates_trip(
+            self._failures, self._slow, total
+        ):
             self._enter(BreakerState.OPEN)
 
-    def _tripped(self, outcomes: deque[tuple[bool, bool]] | list[tuple[bool, bool]]) -> bool:
-        total = len(outcomes)
+    def _tripped(self, outcomes: list[tuple[bool, bool]]) -> bool:
         failures = sum(1 for failed, _ in outcomes if failed)
         slow = sum(1 for _, was_slow in outcomes if was_slow)
+        return self._rates_trip(failures, slow, len(outcomes))
+
+    def _rates_trip(self, failures: int, slow: int, total: int) -> bool:
         return (
             failures / total >= self._config.failure_rate
             or slow / total >= self._config.slow_call_rate

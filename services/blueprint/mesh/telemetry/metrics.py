@@ -9,7 +9,8 @@ carry trace-id exemplars (served when Prometheus asks for OpenMetrics).
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING
+import weakref
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
@@ -190,3 +191,29 @@ def default_metrics() -> Metrics:
     """Metrics on prometheus-client's default registry, for clients outside a server runtime
     (the CLI, benchmarks, tests); created on first use, once per process."""
     return Metrics(REGISTRY)
+
+
+class InFlight:
+    """An in-flight gauge counted in a plain int and read when scraped.
+
+    The hot path adds and subtracts one per call; a gauge's inc()/dec() would take its
+    lock and check its mode each time. Everyone counting into one gauge child shares
+    one counter (`in_flight`), so the exported value is the same sum as before.
+    """
+
+    __slots__ = ("__weakref__", "value")
+
+    def __init__(self) -> None:
+        self.value = 0
+
+
+_COUNTERS: weakref.WeakKeyDictionary[Any, InFlight] = weakref.WeakKeyDictionary()
+
+
+def in_flight(child: Any) -> InFlight:
+    """The counter behind `child` (a Gauge's labels(...)), made its value on first use."""
+    counter = _COUNTERS.get(child)
+    if counter is None:
+        counter = _COUNTERS[child] = InFlight()
+        child.set_function(lambda: counter.value)
+    return counter

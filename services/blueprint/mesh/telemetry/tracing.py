@@ -47,6 +47,7 @@ class _MetadataSetter(Setter[list[tuple[str, str | bytes]]]):
         carrier.append((key, value))
 
 
+_EMPTY = otel_context.Context()
 _GETTER = _MetadataGetter()
 _SETTER = _MetadataSetter()
 
@@ -67,32 +68,38 @@ def carries_context(metadata: Iterable[tuple[str, str | bytes]] | None) -> bool:
     return any(key == "traceparent" for key, _ in metadata or ())
 
 
-def unsampled_span(
-    parent: otel_context.Context | None, roots_sampled: bool
-) -> trace.NonRecordingSpan | None:
+def parent_of(context: otel_context.Context | None) -> trace.SpanContext:
+    """The span context a new span would have as parent in `context` (None: the current)."""
+    return trace.get_current_span(context).get_span_context()
+
+
+def unsampled_span(parent: trace.SpanContext, roots_sampled: bool) -> trace.NonRecordingSpan | None:
     """The span the sampler built by `tracer_provider` (parent-based) would give a new
-    span under `parent`, when that answer is known without asking it: not sampled
-    under an unsampled parent, or as a root when roots are never sampled (a ratio of
-    0). None when the sampler must decide. Same ids and flags as the SDK would make,
-    without building a sampling result, attributes, or a recording span."""
-    parent_context = trace.get_current_span(parent).get_span_context()
-    if parent_context.is_valid:
-        if parent_context.trace_flags.sampled:
+    span under `parent` (invalid: a root), when that answer is known without asking it:
+    not sampled under an unsampled parent, or as a root when roots are never sampled
+    (a ratio of 0). None when the sampler must decide. Same ids and flags as the SDK
+    would make, without a sampling result, attributes, or a recording span."""
+    if parent.is_valid:
+        if parent.trace_flags.sampled:
             return None
         return trace.NonRecordingSpan(
             trace.SpanContext(
-                parent_context.trace_id,
+                parent.trace_id,
                 _new_span_id(),
                 is_remote=False,
-                trace_flags=trace.TraceFlags(parent_context.trace_flags & _RANDOM_TRACE_ID),
-                trace_state=parent_context.trace_state,
+                trace_flags=trace.TraceFlags(parent.trace_flags & _RANDOM_TRACE_ID),
+                trace_state=parent.trace_state,
             )
         )
     if roots_sampled:
         return None
     return trace.NonRecordingSpan(
         trace.SpanContext(
-            _new_trace_id(), _new_span_id(), is_remote=False, trace_flags=_UNSAMPLED_RANDOM_ROOT
+            _new_trace_id(),
+            _new_span_id(),
+            is_remote=False,
+            trace_flags=_UNSAMPLED_RANDOM_ROOT,
+            trace_state=trace.DEFAULT_TRACE_STATE,
         )
     )
 
@@ -115,10 +122,14 @@ def _new_trace_id() -> int:
     return trace_id
 
 
-def inject(metadata: Iterable[tuple[str, str | bytes]] | None) -> list[tuple[str, str | bytes]]:
-    """A copy of `metadata` with the current trace context added (any old one replaced)."""
+def inject(
+    metadata: Iterable[tuple[str, str | bytes]] | None, span: trace.Span | None = None
+) -> list[tuple[str, str | bytes]]:
+    """A copy of `metadata` with the trace context of `span` (default: the current one)
+    added, any old one replaced."""
     carrier = [(k, v) for k, v in metadata or () if k not in ("traceparent", "tracestate")]
-    PROPAGATOR.inject(carrier, setter=_SETTER)
+    context = None if span is None else trace.set_span_in_context(span, _EMPTY)
+    PROPAGATOR.inject(carrier, context=context, setter=_SETTER)
     return carrier
 
 

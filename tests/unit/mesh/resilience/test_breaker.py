@@ -97,3 +97,17 @@ def test_the_window_slides() -> None:
 def test_bad_configuration_is_refused(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         BreakerConfig(**kwargs)  # type: ignore[arg-type]
+
+
+def test_outcomes_that_left_the_window_no_longer_count() -> None:
+    config = BreakerConfig(window=4, minimum_calls=4, failure_rate=0.75, slow_call_rate=0.75)
+    cb = CircuitBreaker(config, clock=FakeClock())
+    # Four failed (and slow) calls in all, never more than two in the last four.
+    for failed, seconds in [(True, 2.0), (True, 2.0), (False, 0.01), (False, 0.01)] * 2:
+        cb.on_result(failed=failed, seconds=seconds)
+        assert cb.state is BreakerState.CLOSED
+    cb.on_result(failed=True, seconds=2.0)  # last four: fail, ok, ok, fail
+    cb.on_result(failed=True, seconds=2.0)  # last four: ok, ok, fail, fail
+    assert cb.state is BreakerState.CLOSED
+    cb.on_result(failed=True, seconds=0.01)  # last four: ok, fail, fail, fail
+    assert cb.state is BreakerState.OPEN
