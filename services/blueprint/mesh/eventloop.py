@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 from collections.abc import Coroutine
 from typing import Any, Literal, TypeVar
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 # Young-generation collections run every N allocations net of frees; each one walks
 # every young container. A call allocates a few hundred short-lived objects, nearly
@@ -24,10 +26,13 @@ _YOUNG_THRESHOLD = 50_000
 def run(main: Coroutine[Any, Any, T], loop: Literal["uvloop", "asyncio"]) -> T:
     """`asyncio.run(main)` on the chosen loop."""
     if loop == "uvloop":
-        import uvloop
-
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            return runner.run(main)
+        try:
+            import uvloop
+        except ImportError:  # not built for this platform (Windows): the stdlib loop serves
+            log.warning("uvloop is not installed; serving on the stdlib event loop")
+        else:
+            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+                return runner.run(main)
     return asyncio.run(main)
 
 

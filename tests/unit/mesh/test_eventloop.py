@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -45,3 +46,13 @@ def test_settling_freezes_what_exists_and_still_collects_cycles() -> None:
     a.other, b.other = b, a  # a cycle only the collector can free
     del a, b
     assert gc.collect() >= 2
+
+
+def test_without_uvloop_the_stdlib_loop_serves(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # import raises ImportError
+    loop_type = eventloop.run(_loop_type(), "uvloop")
+    assert issubclass(loop_type, asyncio.BaseEventLoop)
+    assert not issubclass(loop_type, uvloop.Loop)
+    assert "stdlib event loop" in caplog.text
