@@ -8,6 +8,7 @@ one takeover test, which must outwait Redis's own idle clock.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -321,3 +322,40 @@ async def test_depth_is_sampled_from_redis_and_lag_measured_from_first_publish(
     await depth.sample(queue, STREAM, GROUP, metrics)
     assert gauge("blueprint_queue_backlog", priority="normal") == 0
     assert gauge("blueprint_queue_oldest_message_age_seconds") == 0
+
+
+async def test_one_message_id_on_two_consumers_at_once_runs_once(
+    queue: WorkQueue, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A publisher sending one message id twice; each entry reaches another consumer while
+    # the first is still running it (the click worker's four consumers do this).
+    caplog.set_level(logging.INFO, logger="blueprint.infra.queue.consumer")
+    await queue.publish(STREAM, {"n": 1}, message_id="same")
+    first_handler = Batches()
+    first_handler.gate = asyncio.Event()  # held inside its run until we let it commit
+    first, first_registry = batch_consumer(queue, first_handler, "a")
+    running_first = asyncio.create_task(first.run_once(block_seconds=0))
+    await eventually(lambda: bool(first_handler.runs), 10, "the first copy running")
+
+    await queue.publish(STREAM, {"n": 2}, message_id="same")
+    second_handler = Batches()
+    second_handler.gate = asyncio.Event()  # a wrongly started second run stays visible
+    second, second_registry = batch_consumer(queue, second_handler, "b")
+    running_second = asyncio.create_task(second.run_once(block_seconds=0))
+
+    def waiting() -> bool:
+        return any("waiting for its outcome" in r.getMessage() for r in caplog.records)
+
+    await eventually(
+        lambda: bool(second_handler.runs) or waiting(), 10, "the second copy run or waiting"
+    )
+    assert second_handler.runs == [], "the second copy ran while the first was running"
+    first_handler.gate.set()
+    assert await asyncio.wait_for(running_first, 30) == 1
+    assert await asyncio.wait_for(running_second, 30) == 1  # acknowledged as a duplicate
+    assert second_handler.runs == []
+    assert first_handler.committed == ["same"]
+    assert sample(first_registry, "blueprint_queue_messages_processed_total") == 1
+    assert sample(second_registry, "blueprint_queue_messages_duplicate_total") == 1
+    assert sample(second_registry, "blueprint_queue_messages_processed_total") == 0
+    assert await queue.pending(STREAM, GROUP) == 0
