@@ -359,3 +359,38 @@ async def test_one_message_id_on_two_consumers_at_once_runs_once(
     assert sample(second_registry, "blueprint_queue_messages_duplicate_total") == 1
     assert sample(second_registry, "blueprint_queue_messages_processed_total") == 0
     assert await queue.pending(STREAM, GROUP) == 0
+
+
+async def test_a_second_entry_waiting_on_another_consumer_runs_if_the_first_fails(
+    queue: WorkQueue, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="blueprint.infra.queue.consumer")
+    await queue.publish(STREAM, {"n": 1}, message_id="same")
+    failing = Batches(fail=ConnectionError("database unreachable"))
+    failing.gate = asyncio.Event()
+    first, _ = batch_consumer(queue, failing, "a")
+    running_first = asyncio.create_task(first.run_once(block_seconds=0))
+    await eventually(lambda: bool(failing.runs), 10, "the first copy running")
+    await queue.publish(STREAM, {"n": 2}, message_id="same")
+    handler = Batches()
+    second, registry = batch_consumer(queue, handler, "b")
+    running_second = asyncio.create_task(second.run_once(block_seconds=0))
+    await eventually(
+        lambda: any("waiting for its outcome" in r.getMessage() for r in caplog.records),
+        10,
+        "the second copy waiting",
+    )
+    failing.gate.set()
+    assert await asyncio.wait_for(running_first, 30) == 1  # failed: a retry scheduled
+    assert await asyncio.wait_for(running_second, 30) == 1
+    assert handler.committed == ["same"]  # run here, once the first had failed
+    assert sample(registry, "blueprint_queue_messages_processed_total") == 1
+
+    # The first copy's retry comes back: by now a duplicate.
+    clock.advance(3600)
+    assert await queue.promote_due(STREAM) == 1
+    await drain(second)
+    assert handler.runs == [["same"]]
+    assert sample(registry, "blueprint_queue_messages_duplicate_total") == 1
+    assert await queue.pending(STREAM, GROUP) == 0
+    assert await queue.redis.keys(f"{queue.prefix}:*:running:*") == []  # every run freed
