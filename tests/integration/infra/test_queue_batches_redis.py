@@ -8,6 +8,7 @@ one takeover test, which must outwait Redis's own idle clock.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -394,3 +395,56 @@ async def test_a_second_entry_waiting_on_another_consumer_runs_if_the_first_fail
     assert sample(registry, "blueprint_queue_messages_duplicate_total") == 1
     assert await queue.pending(STREAM, GROUP) == 0
     assert await queue.redis.keys(f"{queue.prefix}:*:running:*") == []  # every run freed
+
+
+async def test_a_split_half_still_running_keeps_its_claims_after_the_other_half_commits(
+    queue: WorkQueue, redis: aioredis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    class SlowSecondHalf(Batches):
+        """Fails as a pair; alone, "a" commits at once and "b" waits for the gate."""
+
+        async def handle_batch(self, messages: Sequence[Message]) -> None:
+            self.runs.append([m.id for m in messages])
+            if len(messages) > 1:
+                raise RuntimeError("split me")
+            if messages[0].id == "b" and self.gate is not None:
+                await self.gate.wait()
+            self.committed.append(messages[0].id)
+
+    caplog.set_level(logging.WARNING, logger="blueprint.infra.queue.consumer")
+    for mid in ("a", "b"):
+        await queue.publish(STREAM, {"n": mid}, message_id=mid)
+    handler = SlowSecondHalf()
+    handler.gate = asyncio.Event()
+    consumer, _ = batch_consumer(queue, handler, visibility_timeout_seconds=1.2)
+    running = asyncio.create_task(consumer.run_once(block_seconds=0))
+    await eventually(lambda: handler.runs[-1:] == [["b"]], 10, "the second half running")
+    assert handler.committed == ["a"]
+
+    # Renewed again and again after "a" was settled (once, the most it was before): the
+    # entry's idle time keeps dropping back, and the run key's life keeps being extended.
+    stream_key = queue.keys(STREAM).priority(Priority.NORMAL)
+    run_key = queue.keys(STREAM).running(GROUP, "b")
+    idle: list[int] = []
+    life: list[int] = []
+
+    async def renewals() -> tuple[int, int]:
+        [pending] = await redis.xpending_range(stream_key, GROUP, "-", "+", 1)
+        idle.append(int(pending["time_since_delivered"]))
+        life.append(int(await redis.pttl(run_key)))
+        return (
+            sum(later < earlier for earlier, later in itertools.pairwise(idle)),
+            sum(later > earlier for earlier, later in itertools.pairwise(life)),
+        )
+
+    for _ in range(3000):
+        entries, runs = await renewals()
+        if entries >= 2 and runs >= 2:
+            break
+        await asyncio.sleep(0.02)
+    assert entries >= 2 and runs >= 2, (idle, life)
+    handler.gate.set()
+    assert await asyncio.wait_for(running, 30) == 2
+    assert sorted(handler.committed) == ["a", "b"]
+    assert not [r for r in caplog.records if "took over" in r.getMessage()]
+    assert await queue.pending(STREAM, GROUP) == 0

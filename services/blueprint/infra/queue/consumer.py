@@ -68,7 +68,7 @@ from blueprint.infra.queue.metrics import QueueMetrics
 from blueprint.infra.queue.outcomes import ERROR_LIMIT, Delivery, Outcomes, Ready
 from blueprint.infra.queue.queue import WorkQueue
 from blueprint.infra.queue.retry import RetryPolicy
-from blueprint.infra.queue.runs import Runs, RunState
+from blueprint.infra.queue.runs import Held, Runs, RunState
 
 log = logging.getLogger(__name__)
 
@@ -83,18 +83,22 @@ class BatchHandler(Protocol):
 
 
 # Resets the idle time of the entries we still own; never takes one back from a
-# claimant. Returns how many were still ours.
+# claimant. Returns a Held per entry.
 # KEYS: stream. ARGV: group, consumer, entry ids...
 _KEEP_ALIVE = """
-local kept = 0
+local states = {}
 for i = 3, #ARGV do
   local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
+  local state = 0
   if p[1] ~= nil and p[1][2] == ARGV[2] then
     redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
-    kept = kept + 1
+    state = 1
+  elseif p[1] ~= nil then
+    state = 2
   end
+  states[#states + 1] = state
 end
-return kept
+return states
 """
 
 
@@ -481,27 +485,22 @@ class Consumer:
         return None
 
     async def _keep_alive(self, deliveries: list[Delivery], running: list[str]) -> None:
-        """Renew our claims of these entries and our runs of these message ids."""
+        """Renew our claims of these entries and our runs of these message ids, each for
+        as long as it is ours: a split half's settled messages drop out, the rest stay."""
         by_key: dict[str, list[str]] = {}
         for d in deliveries:
             by_key.setdefault(self._keys.priority(d.priority), []).append(d.entry_id)
-        while by_key or running:
+        while running or any(by_key.values()):
             await asyncio.sleep(self.options.visibility_timeout_seconds / 3)
-            if running:
+            try:
+                states = await self._runs.renew(running)
+            except RedisError as exc:
+                log.warning("could not renew a message run", extra=self._where(error=str(exc)))
+            else:
+                running = self._still_ours(running, states, "message_ids")
+            for key, entry_ids in by_key.items():
                 try:
-                    kept = await self._runs.renew(running)
-                except RedisError as exc:
-                    log.warning("could not renew a message run", extra=self._where(error=str(exc)))
-                else:
-                    if kept < len(running):
-                        log.warning(
-                            "another consumer took over the run of a message being handled",
-                            extra=self._where(message_ids=running[:10], lost=len(running) - kept),
-                        )
-                        running = []  # as with the entries: stop renewing what is not all ours
-            for key, entry_ids in list(by_key.items()):
-                try:
-                    kept = await self._keep_alive_script(
+                    raw = await self._keep_alive_script(
                         keys=[key], args=[self.group, self.name, *entry_ids]
                     )
                 except RedisError as exc:
@@ -509,12 +508,19 @@ class Consumer:
                         "could not renew a message claim", extra=self._where(error=str(exc))
                     )
                     continue
-                if kept < len(entry_ids):
-                    log.warning(
-                        "another consumer took over a message still being handled",
-                        extra=self._where(entry_ids=entry_ids[:10], lost=len(entry_ids) - kept),
-                    )
-                    del by_key[key]  # as before: stop renewing what is no longer all ours
+                states = [Held(int(state)) for state in raw]
+                by_key[key] = self._still_ours(entry_ids, states, "entry_ids")
+
+    def _still_ours(self, names: list[str], states: list[Held], what: str) -> list[str]:
+        """The names still ours; a warning for those another consumer took over (the
+        others we settled ourselves)."""
+        lost = [name for name, state in zip(names, states, strict=True) if state is Held.OTHER]
+        if lost:
+            log.warning(
+                "another consumer took over a message still being handled",
+                extra=self._where(**{what: lost[:10]}, lost=len(lost)),
+            )
+        return [name for name, state in zip(names, states, strict=True) if state is Held.OURS]
 
     def _where(self, **fields: object) -> dict[str, object]:
         return {"stream": self.stream, "group": self.group, "consumer": self.name, **fields}

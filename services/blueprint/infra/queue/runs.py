@@ -39,16 +39,22 @@ end
 return states
 """
 
-# KEYS: run keys. ARGV: consumer, run key life (ms). Extends the ones still ours.
+# KEYS: run keys. ARGV: consumer, run key life (ms). Extends the ones still ours;
+# returns a Held per key.
 _RENEW = """
-local kept = 0
+local states = {}
 for i = 1, #KEYS do
-  if redis.call('GET', KEYS[i]) == ARGV[1] then
+  local owner = redis.call('GET', KEYS[i])
+  local state = 0
+  if owner == ARGV[1] then
     redis.call('PEXPIRE', KEYS[i], ARGV[2])
-    kept = kept + 1
+    state = 1
+  elseif owner then
+    state = 2
   end
+  states[#states + 1] = state
 end
-return kept
+return states
 """
 
 # KEYS: run keys. ARGV: consumer. Frees the ones still ours, never another's.
@@ -66,6 +72,14 @@ class RunState(IntEnum):
     DONE = 0  # the group committed it: a duplicate
     OURS = 1  # taken by this consumer: run it
     BUSY = 2  # another consumer is running it: wait for its outcome
+
+
+class Held(IntEnum):
+    """What a renewal found: a claim (of an entry, of a run) is renewed only while ours."""
+
+    GONE = 0  # settled (by us, normally): nothing left to renew
+    OURS = 1  # renewed
+    OTHER = 2  # another consumer took it over
 
 
 class Runs:
@@ -99,13 +113,13 @@ class Runs:
         n = len(message_ids)
         return all(values[i] is not None or values[n + i] is None for i in range(n))
 
-    async def renew(self, message_ids: Sequence[str]) -> int:
-        """Extend our runs of these ids; how many were still ours."""
+    async def renew(self, message_ids: Sequence[str]) -> list[Held]:
+        """Extend our runs of these ids; for each, whether it was still ours."""
         if not message_ids:
-            return 0
+            return []
         runs = [self._run(mid) for mid in message_ids]
-        kept: int = await self._renew(keys=runs, args=[self._consumer, self._life_ms])
-        return kept
+        states = await self._renew(keys=runs, args=[self._consumer, self._life_ms])
+        return [Held(int(state)) for state in states]
 
     async def release(self, tx: aioredis.client.Pipeline, message_ids: Sequence[str]) -> None:
         """Free our runs of these ids as part of `tx` (an outcome's MULTI)."""
