@@ -9,8 +9,9 @@ Each delivery goes through:
    consumer, here or in another process, is running that id now (a second entry of it
    reached us meanwhile), wait for its outcome first, then check again.
 3. run the handler, renewing our claim every third of the visibility timeout (an XCLAIM
-   of our own entry resets its idle time) so a slow handler is not taken over while
-   its process lives; a crashed process stops renewing, and the entry is claimed.
+   of our own entry resets its idle time; the id's run key is extended) so a slow
+   handler is not taken over while its process lives; a crashed process stops renewing,
+   and the entry is claimed.
 4. outcome, each one atomic (MULTI) with the acknowledgement and with freeing the run:
    - success: write the processed marker, XACK, XDEL;
    - failure: re-enqueue into the delayed set with the next due time (exponential
