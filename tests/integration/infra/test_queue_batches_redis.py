@@ -8,6 +8,8 @@ one takeover test, which must outwait Redis's own idle clock.
 from __future__ import annotations
 
 import asyncio
+import itertools
+import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -321,3 +323,128 @@ async def test_depth_is_sampled_from_redis_and_lag_measured_from_first_publish(
     await depth.sample(queue, STREAM, GROUP, metrics)
     assert gauge("blueprint_queue_backlog", priority="normal") == 0
     assert gauge("blueprint_queue_oldest_message_age_seconds") == 0
+
+
+async def test_one_message_id_on_two_consumers_at_once_runs_once(
+    queue: WorkQueue, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A publisher sending one message id twice; each entry reaches another consumer while
+    # the first is still running it (the click worker's four consumers do this).
+    caplog.set_level(logging.INFO, logger="blueprint.infra.queue.consumer")
+    await queue.publish(STREAM, {"n": 1}, message_id="same")
+    first_handler = Batches()
+    first_handler.gate = asyncio.Event()  # held inside its run until we let it commit
+    first, first_registry = batch_consumer(queue, first_handler, "a")
+    running_first = asyncio.create_task(first.run_once(block_seconds=0))
+    await eventually(lambda: bool(first_handler.runs), 10, "the first copy running")
+
+    await queue.publish(STREAM, {"n": 2}, message_id="same")
+    second_handler = Batches()
+    second_handler.gate = asyncio.Event()  # a wrongly started second run stays visible
+    second, second_registry = batch_consumer(queue, second_handler, "b")
+    running_second = asyncio.create_task(second.run_once(block_seconds=0))
+
+    def waiting() -> bool:
+        return any("waiting for its outcome" in r.getMessage() for r in caplog.records)
+
+    await eventually(
+        lambda: bool(second_handler.runs) or waiting(), 10, "the second copy run or waiting"
+    )
+    assert second_handler.runs == [], "the second copy ran while the first was running"
+    first_handler.gate.set()
+    assert await asyncio.wait_for(running_first, 30) == 1
+    assert await asyncio.wait_for(running_second, 30) == 1  # acknowledged as a duplicate
+    assert second_handler.runs == []
+    assert first_handler.committed == ["same"]
+    assert sample(first_registry, "blueprint_queue_messages_processed_total") == 1
+    assert sample(second_registry, "blueprint_queue_messages_duplicate_total") == 1
+    assert sample(second_registry, "blueprint_queue_messages_processed_total") == 0
+    assert await queue.pending(STREAM, GROUP) == 0
+
+
+async def test_a_second_entry_waiting_on_another_consumer_runs_if_the_first_fails(
+    queue: WorkQueue, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="blueprint.infra.queue.consumer")
+    await queue.publish(STREAM, {"n": 1}, message_id="same")
+    failing = Batches(fail=ConnectionError("database unreachable"))
+    failing.gate = asyncio.Event()
+    first, _ = batch_consumer(queue, failing, "a")
+    running_first = asyncio.create_task(first.run_once(block_seconds=0))
+    await eventually(lambda: bool(failing.runs), 10, "the first copy running")
+    await queue.publish(STREAM, {"n": 2}, message_id="same")
+    handler = Batches()
+    second, registry = batch_consumer(queue, handler, "b")
+    running_second = asyncio.create_task(second.run_once(block_seconds=0))
+    await eventually(
+        lambda: any("waiting for its outcome" in r.getMessage() for r in caplog.records),
+        10,
+        "the second copy waiting",
+    )
+    failing.gate.set()
+    assert await asyncio.wait_for(running_first, 30) == 1  # failed: a retry scheduled
+    assert await asyncio.wait_for(running_second, 30) == 1
+    assert handler.committed == ["same"]  # run here, once the first had failed
+    assert sample(registry, "blueprint_queue_messages_processed_total") == 1
+
+    # The first copy's retry comes back: by now a duplicate.
+    clock.advance(3600)
+    assert await queue.promote_due(STREAM) == 1
+    await drain(second)
+    assert handler.runs == [["same"]]
+    assert sample(registry, "blueprint_queue_messages_duplicate_total") == 1
+    assert await queue.pending(STREAM, GROUP) == 0
+    assert await queue.redis.keys(f"{queue.prefix}:*:running:*") == []  # every run freed
+
+
+async def test_a_split_half_still_running_keeps_its_claims_after_the_other_half_commits(
+    queue: WorkQueue, redis: aioredis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    class SlowSecondHalf(Batches):
+        """Fails as a pair; alone, "a" commits at once and "b" waits for the gate."""
+
+        async def handle_batch(self, messages: Sequence[Message]) -> None:
+            self.runs.append([m.id for m in messages])
+            if len(messages) > 1:
+                raise RuntimeError("split me")
+            if messages[0].id == "b" and self.gate is not None:
+                await self.gate.wait()
+            self.committed.append(messages[0].id)
+
+    caplog.set_level(logging.WARNING, logger="blueprint.infra.queue.consumer")
+    for mid in ("a", "b"):
+        await queue.publish(STREAM, {"n": mid}, message_id=mid)
+    handler = SlowSecondHalf()
+    handler.gate = asyncio.Event()
+    consumer, _ = batch_consumer(queue, handler, visibility_timeout_seconds=1.2)
+    running = asyncio.create_task(consumer.run_once(block_seconds=0))
+    await eventually(lambda: handler.runs[-1:] == [["b"]], 10, "the second half running")
+    assert handler.committed == ["a"]
+
+    # Renewed again and again after "a" was settled (once, the most it was before): the
+    # entry's idle time keeps dropping back, and the run key's life keeps being extended.
+    stream_key = queue.keys(STREAM).priority(Priority.NORMAL)
+    run_key = queue.keys(STREAM).running(GROUP, "b")
+    idle: list[int] = []
+    life: list[int] = []
+
+    async def renewals() -> tuple[int, int]:
+        [pending] = await redis.xpending_range(stream_key, GROUP, "-", "+", 1)
+        idle.append(int(pending["time_since_delivered"]))
+        life.append(int(await redis.pttl(run_key)))
+        return (
+            sum(later < earlier for earlier, later in itertools.pairwise(idle)),
+            sum(later > earlier for earlier, later in itertools.pairwise(life)),
+        )
+
+    for _ in range(3000):
+        entries, runs = await renewals()
+        if entries >= 2 and runs >= 2:
+            break
+        await asyncio.sleep(0.02)
+    assert entries >= 2 and runs >= 2, (idle, life)
+    handler.gate.set()
+    assert await asyncio.wait_for(running, 30) == 2
+    assert sorted(handler.committed) == ["a", "b"]
+    assert not [r for r in caplog.records if "took over" in r.getMessage()]
+    assert await queue.pending(STREAM, GROUP) == 0

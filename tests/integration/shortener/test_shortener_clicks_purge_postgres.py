@@ -13,9 +13,18 @@ import grpc.aio
 import pytest
 import redis.asyncio as aioredis
 from google.protobuf import duration_pb2
+from prometheus_client import CollectorRegistry
 from shortener_harness import migrate_all, row_counts, serving, settings_for
 
-from blueprint.infra.queue import Consumer, Message, PermanentError, Priority, WorkQueue
+from blueprint.infra.queue import (
+    Consumer,
+    ConsumerOptions,
+    Message,
+    PermanentError,
+    Priority,
+    QueueMetrics,
+    WorkQueue,
+)
 from blueprint.infra.queue.registry import WorkerContext, load
 from blueprint.mesh.settings import Settings
 from blueprint.shortener.app import Shortener, blob_store
@@ -26,6 +35,7 @@ from blueprint.shortener.v1 import shortener_pb2 as pb
 from blueprint.shortener.v1.shortener_pb2_grpc import ShortenerStub
 from blueprint.shortener.worker import ClickCounter
 from support.postgres import PostgresServer, postgres_or_skip
+from support.waiting import eventually
 
 pytestmark = pytest.mark.redis
 
@@ -110,6 +120,77 @@ async def test_a_redelivered_click_is_not_counted_twice(
         await counter.handle_batch([message])
     stats = await stub.GetStats(pb.GetStatsRequest(code="redelivered"))
     assert stats.total_clicks == 1
+
+
+async def test_a_click_published_twice_is_counted_once_and_seen_as_a_duplicate(
+    service: tuple[ShortenerStub, Shortener], settings: Settings
+) -> None:
+    # As `blueprint work shortener-clicks` runs them: four consumers of one worker, its
+    # batches, and among the clicks one message id twice and a message that is no click.
+    # Whichever consumers the two entries of "c1" reach, the second is a duplicate.
+    stub, app = service
+    await stub.Shorten(pb.ShortenRequest(url="https://example.com/t", custom_alias="twice"))
+    link = await app.store.find_link("twice")
+    assert link is not None
+    # Named, so that its connections blocked in XREADGROUP can be told from others'.
+    redis = aioredis.Redis.from_url(str(settings.redis_url), client_name=settings.redis_prefix)
+    registry = CollectorRegistry()
+    metrics = QueueMetrics(registry)
+    spec = load("shortener-clicks")
+    stop = asyncio.Event()
+    try:
+        queue = WorkQueue(redis, prefix=settings.redis_prefix)
+        await queue.ensure_group(spec.stream, spec.group)
+        context = WorkerContext("shortener-clicks", "test", settings, redis, queue)
+        async with spec.factory(context) as handler:
+            options = ConsumerOptions(block_seconds=0.2)
+            consumers = [
+                Consumer(queue, spec.stream, spec.group, f"test-{n}", handler,
+                         options=options, metrics=metrics)
+                for n in range(1, 5)
+            ]  # fmt: skip
+            running = [asyncio.create_task(c.run(stop)) for c in consumers]
+
+            async def blocked_readers() -> int:
+                clients = await redis.client_list()
+                return sum(
+                    c["name"] == settings.redis_prefix and "b" in c["flags"] for c in clients
+                )
+
+            # All four idle in a blocking read, as in a worker between bursts: each entry
+            # then goes to whichever consumer Redis serves first.
+            for _ in range(3000):
+                if await blocked_readers() == len(consumers):
+                    break
+                await asyncio.sleep(0.01)
+            assert await blocked_readers() == len(consumers)
+            click = {"code": "twice", "link_id": link.id, "at": utc_now().isoformat()}
+            for n in (1, 2, 3, 1):
+                await queue.publish(spec.stream, click, priority=Priority.LOW, message_id=f"c{n}")
+            await queue.publish(spec.stream, {"not": "a click"}, priority=Priority.LOW)
+
+            def outcome(name: str) -> float:
+                labels = {"stream": spec.stream, "group": spec.group}
+                return (
+                    registry.get_sample_value(f"blueprint_queue_messages_{name}_total", labels)
+                    or 0.0
+                )
+
+            await eventually(
+                lambda: outcome("processed") + outcome("duplicate") + outcome("dead_lettered") >= 5,
+                60,
+                "every message settled",
+            )
+            stop.set()
+            await asyncio.wait_for(asyncio.gather(*running), 60)
+        assert outcome("duplicate") == 1
+        assert outcome("processed") == 3
+        assert outcome("dead_lettered") == 1
+        assert await queue.pending(spec.stream, spec.group) == 0
+    finally:
+        stop.set()
+        await redis.aclose()
+    assert (await stub.GetStats(pb.GetStatsRequest(code="twice"))).total_clicks == 3
 
 
 async def test_clicks_of_a_deleted_link_do_not_count_for_its_successor(

@@ -5,11 +5,14 @@ Each delivery goes through:
 1. take: first any message a crashed consumer left (XAUTOCLAIM of entries idle longer
    than the visibility timeout), then new ones, HIGH before NORMAL before LOW.
 2. duplicate check: if this group already committed the message id, acknowledge it
-   without running the handler.
+   without running the handler. Otherwise take the id's run (`runs.py`): if another
+   consumer, here or in another process, is running that id now (a second entry of it
+   reached us meanwhile), wait for its outcome first, then check again.
 3. run the handler, renewing our claim every third of the visibility timeout (an XCLAIM
-   of our own entry resets its idle time) so a slow handler is not taken over while
-   its process lives; a crashed process stops renewing, and the entry is claimed.
-4. outcome, each one atomic (MULTI) with the acknowledgement:
+   of our own entry resets its idle time; the id's run key is extended) so a slow
+   handler is not taken over while its process lives; a crashed process stops renewing,
+   and the entry is claimed.
+4. outcome, each one atomic (MULTI) with the acknowledgement and with freeing the run:
    - success: write the processed marker, XACK, XDEL;
    - failure: re-enqueue into the delayed set with the next due time (exponential
      backoff) and the delivery count so far, XACK, XDEL; a scheduler loop moves it
@@ -26,17 +29,22 @@ dead letter): one poison message costs about log2(batch) extra runs, never the o
 messages' progress. Halves may re-run messages whose effects committed on another shard
 or before a crash, so a batch handler keys its effects by message id (below). Two
 entries of one message id in a batch are not run together: the second waits for the
-first's outcome and is then acknowledged as a duplicate (or run, if the first failed).
+first's outcome and is then acknowledged as a duplicate (or run, if the first failed);
+an entry whose message id another consumer is running waits, after this turn's batch,
+in the same way.
 
 Idempotency, honestly: the handler's own commit (say, a database transaction) and our
 marker are two systems, so they cannot be one atomic step. If the process dies after
 the handler committed and before the marker is written, the message is delivered
 again and the handler runs twice. The marker removes every other duplicate (a crash
 after the marker, a takeover racing a slow consumer that finished first, a publisher
-sending one message id twice). Handlers therefore receive `Message.id` and should make
-their side effect conditional on it where a second run would be wrong: e.g. insert the
-id into a processed-ids table in the same transaction as the change, or use an
-idempotent write (SET, upsert) rather than an increment.
+sending one message id twice, even when its two entries reach two consumers at once).
+The other way a message id runs twice: a process stalled past the visibility timeout,
+whose entries and run keys lapse while its handler still runs. Handlers therefore
+receive `Message.id` and should make their side effect conditional on it where a second
+run would be wrong: e.g. insert the id into a processed-ids table in the same
+transaction as the change, or use an idempotent write (SET, upsert) rather than an
+increment.
 """
 
 from __future__ import annotations
@@ -61,6 +69,7 @@ from blueprint.infra.queue.metrics import QueueMetrics
 from blueprint.infra.queue.outcomes import ERROR_LIMIT, Delivery, Outcomes, Ready
 from blueprint.infra.queue.queue import WorkQueue
 from blueprint.infra.queue.retry import RetryPolicy
+from blueprint.infra.queue.runs import Held, Runs, RunState
 
 log = logging.getLogger(__name__)
 
@@ -75,18 +84,22 @@ class BatchHandler(Protocol):
 
 
 # Resets the idle time of the entries we still own; never takes one back from a
-# claimant. Returns how many were still ours.
+# claimant. Returns a Held per entry.
 # KEYS: stream. ARGV: group, consumer, entry ids...
 _KEEP_ALIVE = """
-local kept = 0
+local states = {}
 for i = 3, #ARGV do
   local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
+  local state = 0
   if p[1] ~= nil and p[1][2] == ARGV[2] then
     redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
-    kept = kept + 1
+    state = 1
+  elseif p[1] ~= nil then
+    state = 2
   end
+  states[#states + 1] = state
 end
-return kept
+return states
 """
 
 
@@ -153,11 +166,19 @@ class Consumer:
         self._metrics = metrics
         self._redis = queue.redis
         self._keep_alive_script = self._redis.register_script(_KEEP_ALIVE)
+        self._runs = Runs(
+            self._redis,
+            self._keys,
+            self.group,
+            self.name,
+            life_ms=int(self.options.visibility_timeout_seconds * 1000),
+        )
         self._outcomes = Outcomes(
             self._redis,
             self._keys,
             self.group,
             self.name,
+            self._runs,
             now_ms=queue.now_ms,
             processed_ttl_seconds=self.options.processed_ttl_seconds,
             dead_letter_maxlen=self.options.dead_letter_maxlen,
@@ -167,6 +188,8 @@ class Consumer:
         self._held: deque[Delivery] = deque()  # read together, handled in priority order
         self._claim_cursors = {key: "0-0" for key in self._keys.streams}
         self._next_claim_at = 0.0
+        # How often a consumer waiting for another's run of a message id looks again.
+        self._wait_poll_seconds = min(0.05, self.options.visibility_timeout_seconds / 10)
 
     # -- loop -------------------------------------------------------------------------
 
@@ -204,10 +227,9 @@ class Consumer:
         if not deliveries:
             return 0
         held = len(self._held)
-        if isinstance(self._handler, BatchHandler):
-            await self._handle_batch(deliveries)
-        else:
-            await self._handle(deliveries[0])  # a plain handler's turn takes one
+        if not isinstance(self._handler, BatchHandler):
+            deliveries = deliveries[:1]  # a plain handler's turn takes one
+        await self._handle(deliveries)
         return len(deliveries) - (len(self._held) - held)
 
     async def forget(self) -> None:
@@ -313,31 +335,57 @@ class Consumer:
 
     # -- handling ---------------------------------------------------------------------
 
-    async def _handle(self, d: Delivery) -> None:
-        ready = await self._admit([d])
-        if ready:
-            async with self._claims_kept(ready):
-                await self._settle(ready)
-
-    async def _handle_batch(self, deliveries: list[Delivery]) -> None:
-        ready = await self._admit(deliveries)
-        if ready:
-            # Kept for the whole batch, halves included: a half that waits for the other
-            # half's runs is not taken over meanwhile.
-            async with self._claims_kept(ready):
-                await self._run_batch(ready)
+    async def _handle(self, deliveries: list[Delivery]) -> None:
+        """Run what this turn admits; then what other consumers were running, once their
+        outcomes are known (each a duplicate by then, or ours to run if theirs failed)."""
+        while deliveries:
+            ready, busy = await self._admit(deliveries)
+            if ready:
+                # Kept for the whole batch, halves included: a half that waits for the
+                # other half's runs is not taken over meanwhile.
+                async with self._claims_kept([r.delivery for r in ready], ready):
+                    await self._run_batch(ready)
+            # Waited for only now, holding no run of our own: two consumers each waiting
+            # for the other's run cannot happen.
+            deliveries = await self._wait_for_others(busy)
 
     @contextlib.asynccontextmanager
-    async def _claims_kept(self, batch: list[Ready]) -> AsyncIterator[None]:
-        keep_alive = asyncio.create_task(self._keep_alive([r.delivery for r in batch]))
+    async def _claims_kept(
+        self, deliveries: list[Delivery], running: list[Ready]
+    ) -> AsyncIterator[None]:
+        keep_alive = asyncio.create_task(
+            self._keep_alive(deliveries, [r.envelope.mid for r in running])
+        )
         try:
             yield
         finally:
             keep_alive.cancel()
 
-    async def _admit(self, deliveries: list[Delivery]) -> list[Ready]:
-        """The deliveries to run; the others are settled here (dead letters, duplicates)
-        or, for a second entry of one message id, held for the next turn."""
+    async def _wait_for_others(self, busy: list[tuple[Delivery, str]]) -> list[Delivery]:
+        """Wait until the message ids other consumers were running have their outcomes;
+        returns the deliveries, to be admitted again."""
+        if not busy:
+            return []
+        mids = [mid for _, mid in busy]
+        log.info(
+            "another consumer is running this message id; waiting for its outcome",
+            extra=self._where(message_ids=mids[:10], waiting=len(mids)),
+        )
+        deliveries = [d for d, _ in busy]
+        async with self._claims_kept(deliveries, []):
+            # Polled: the outcome may come from another process, which signals nothing.
+            while True:
+                if await self._runs.settled(mids):
+                    break
+                await asyncio.sleep(self._wait_poll_seconds)
+        return deliveries
+
+    async def _admit(
+        self, deliveries: list[Delivery]
+    ) -> tuple[list[Ready], list[tuple[Delivery, str]]]:
+        """The deliveries to run, and those another consumer is running (with their
+        message ids); the others are settled here (dead letters, duplicates) or, for a
+        second entry of one message id, held for the next turn."""
         parsed: list[tuple[Delivery, Envelope, int]] = []
         ids: set[str] = set()
         for d in deliveries:
@@ -356,13 +404,18 @@ class Consumer:
                 continue
             ids.add(envelope.mid)
             parsed.append((d, envelope, delivery))
-        done = await self._outcomes.processed([envelope.mid for _, envelope, _ in parsed])
+        # Taking the runs, not just reading the markers: two consumers holding entries
+        # of one message id at once must not both run it.
+        states = await self._runs.take([envelope.mid for _, envelope, _ in parsed])
         await self._outcomes.duplicates(
-            [d for (d, _, _), seen in zip(parsed, done, strict=True) if seen]
+            [d for (d, _, _), state in zip(parsed, states, strict=True) if state is RunState.DONE]
         )
         ready = []
-        for (d, envelope, delivery), seen in zip(parsed, done, strict=True):
-            if seen:
+        busy = []
+        for (d, envelope, delivery), state in zip(parsed, states, strict=True):
+            if state is RunState.BUSY:
+                busy.append((d, envelope.mid))
+            if state is not RunState.OURS:
                 continue
             try:
                 payload = json.loads(envelope.payload)
@@ -380,7 +433,7 @@ class Consumer:
                 published_at=envelope.published_at_ms / 1000,
             )
             ready.append(Ready(d, envelope, message))
-        return ready
+        return ready, busy
 
     async def _run_batch(self, batch: list[Ready]) -> None:
         """One run for the whole batch; on failure, each half again, down to singles."""
@@ -432,15 +485,23 @@ class Consumer:
                 self._metrics.observe(seconds, len(batch), self.stream, self.group)
         return None
 
-    async def _keep_alive(self, deliveries: list[Delivery]) -> None:
+    async def _keep_alive(self, deliveries: list[Delivery], running: list[str]) -> None:
+        """Renew our claims of these entries and our runs of these message ids, each for
+        as long as it is ours: a split half's settled messages drop out, the rest stay."""
         by_key: dict[str, list[str]] = {}
         for d in deliveries:
             by_key.setdefault(self._keys.priority(d.priority), []).append(d.entry_id)
-        while by_key:
+        while running or any(by_key.values()):
             await asyncio.sleep(self.options.visibility_timeout_seconds / 3)
-            for key, entry_ids in list(by_key.items()):
+            try:
+                states = await self._runs.renew(running)
+            except RedisError as exc:
+                log.warning("could not renew a message run", extra=self._where(error=str(exc)))
+            else:
+                running = self._still_ours(running, states, "message_ids")
+            for key, entry_ids in by_key.items():
                 try:
-                    kept = await self._keep_alive_script(
+                    raw = await self._keep_alive_script(
                         keys=[key], args=[self.group, self.name, *entry_ids]
                     )
                 except RedisError as exc:
@@ -448,12 +509,19 @@ class Consumer:
                         "could not renew a message claim", extra=self._where(error=str(exc))
                     )
                     continue
-                if kept < len(entry_ids):
-                    log.warning(
-                        "another consumer took over a message still being handled",
-                        extra=self._where(entry_ids=entry_ids[:10], lost=len(entry_ids) - kept),
-                    )
-                    del by_key[key]  # as before: stop renewing what is no longer all ours
+                states = [Held(int(state)) for state in raw]
+                by_key[key] = self._still_ours(entry_ids, states, "entry_ids")
+
+    def _still_ours(self, names: list[str], states: list[Held], what: str) -> list[str]:
+        """The names still ours; a warning for those another consumer took over (the
+        others we settled ourselves)."""
+        lost = [name for name, state in zip(names, states, strict=True) if state is Held.OTHER]
+        if lost:
+            log.warning(
+                "another consumer took over a message still being handled",
+                extra=self._where(**{what: lost[:10]}, lost=len(lost)),
+            )
+        return [name for name, state in zip(names, states, strict=True) if state is Held.OURS]
 
     def _where(self, **fields: object) -> dict[str, object]:
         return {"stream": self.stream, "group": self.group, "consumer": self.name, **fields}

@@ -60,3 +60,7 @@ class QueueKeys:
     def processed(self, group: str, message_id: str) -> str:
         """Marker that `group` committed `message_id`: a redelivery is only acknowledged."""
         return f"{self.base}:done:{group}:{message_id}"
+
+    def running(self, group: str, message_id: str) -> str:
+        """Which consumer of `group` is running `message_id` now (see `runs.py`)."""
+        return f"{self.base}:running:{group}:{message_id}"

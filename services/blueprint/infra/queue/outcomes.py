@@ -1,6 +1,8 @@
 """How a delivery ends. Each outcome is one MULTI together with the acknowledgement
 (XACK, and XDEL so the stream holds only the backlog): a message is never acknowledged
-without its outcome written, nor its outcome written without the acknowledgement."""
+without its outcome written, nor its outcome written without the acknowledgement. The
+same MULTI frees the message id's run (`runs.py`), so a consumer waiting on it sees the
+outcome and the free run key together."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import redis.asyncio as aioredis
 from blueprint.infra.queue.keys import QueueKeys
 from blueprint.infra.queue.message import Envelope, Message, Priority
 from blueprint.infra.queue.metrics import Outcome, QueueMetrics
+from blueprint.infra.queue.runs import Runs
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +48,7 @@ class Outcomes:
         keys: QueueKeys,
         group: str,
         consumer: str,
+        runs: Runs,
         *,
         now_ms: Callable[[], int],
         processed_ttl_seconds: float,
@@ -55,17 +59,11 @@ class Outcomes:
         self._keys = keys
         self._group = group
         self._consumer = consumer
+        self._runs = runs
         self._now_ms = now_ms
         self._processed_ttl_ms = max(1, int(processed_ttl_seconds * 1000))
         self._dead_letter_maxlen = dead_letter_maxlen
         self._metrics = metrics
-
-    async def processed(self, message_ids: Sequence[str]) -> list[bool]:
-        """For each id, whether this group already committed it (one MGET)."""
-        if not message_ids:
-            return []
-        markers = [self._keys.processed(self._group, mid) for mid in message_ids]
-        return [value is not None for value in await self._redis.mget(markers)]
 
     async def duplicates(self, deliveries: Sequence[Delivery]) -> None:
         """Already committed by this group: acknowledge without running anything."""
@@ -83,6 +81,7 @@ class Outcomes:
             for _, envelope in done:
                 marker = self._keys.processed(self._group, envelope.mid)
                 tx.set(marker, b"1", px=self._processed_ttl_ms)
+            await self._runs.release(tx, [envelope.mid for _, envelope in done])
             self._acknowledge(tx, [d for d, _ in done])
             await tx.execute()
         self.count("processed", len(done))
@@ -102,6 +101,7 @@ class Outcomes:
         )
         async with self._redis.pipeline(transaction=True) as tx:
             tx.zadd(self._keys.delayed, {again.delayed_member(d.priority): due_ms})
+            await self._runs.release(tx, [envelope.mid])
             self._acknowledge(tx, [d])
             await tx.execute()
         self.count("retried")
@@ -138,6 +138,8 @@ class Outcomes:
                 maxlen=self._dead_letter_maxlen,
                 approximate=True,
             )
+            if envelope is not None:
+                await self._runs.release(tx, [envelope.mid])
             self._acknowledge(tx, [d])
             await tx.execute()
         self.count("dead_lettered")
