@@ -7,7 +7,8 @@ transport until their deadlines pass, and callers never hear that they
 should back off). So each client keeps, per target service, two counts over
 a sliding window (two minutes by default):
 
-- requests: calls the application asked for, refused locally or not;
+- requests: calls the application asked for, refused locally or not (a call
+  sent counts once it has ended, so calls in flight do not look refused);
 - accepts: calls the target served, i.e. answered with anything but a
   refusal (RESOURCE_EXHAUSTED) or silence (DEADLINE_EXCEEDED: no answer in
   time is what an overloaded server gives a caller whose call waited in line).
@@ -98,16 +99,23 @@ class AdaptiveThrottle:
         return max(0.0, excess / (self._total_requests + 1))
 
     def allow(self) -> bool:
-        """Count a request; False when it is to be refused locally (it stays counted:
-        the demand is what the ratio is about)."""
+        """May the next call go out? A refused one is counted as a request at once (the
+        demand is what the ratio is about); one let through is counted when it ends
+        (`record`), so calls still in flight never look refused."""
         probability = self.reject_probability()
+        if probability <= 0 or self._rng.random() >= probability:
+            return True
+        self._count(accepted=False)
+        return False
+
+    def record(self, *, accepted: bool) -> None:
+        """A call let through has ended; `accepted`: the target served it."""
+        self._count(accepted=accepted)
+
+    def _count(self, *, accepted: bool) -> None:
         index = self._advance()
         self._requests[index] += 1
         self._total_requests += 1
-        return probability <= 0 or self._rng.random() >= probability
-
-    def accepted(self) -> None:
-        """The target served a call this client let through."""
-        index = self._advance()
-        self._accepts[index] += 1
-        self._total_accepts += 1
+        if accepted:
+            self._accepts[index] += 1
+            self._total_accepts += 1

@@ -16,20 +16,25 @@ def _throttle(clock: FakeClock, k: float = 2.0, seed: int = 3) -> AdaptiveThrott
     )
 
 
+def _call(throttle: AdaptiveThrottle, *, served: bool) -> bool:
+    """One call as the router makes it; True when it went out."""
+    if not throttle.allow():
+        return False
+    throttle.record(accepted=served)
+    return True
+
+
 def test_a_target_that_accepts_everything_is_never_throttled() -> None:
     throttle = _throttle(FakeClock())
     for _ in range(10_000):
-        assert throttle.allow()
-        throttle.accepted()
+        assert _call(throttle, served=True)
     assert throttle.reject_probability() == 0.0
 
 
 def test_the_probability_is_the_books_formula() -> None:
     throttle = _throttle(FakeClock())
-    for _ in range(100):
-        throttle.allow()
-    for _ in range(20):
-        throttle.accepted()
+    for served in [True] * 20 + [False] * 80:
+        throttle.record(accepted=served)
     # (requests - K * accepts) / (requests + 1) = (100 - 40) / 101
     assert throttle.reject_probability() == pytest.approx(60 / 101)
     assert (throttle.requests, throttle.accepts) == (100, 20)
@@ -46,9 +51,10 @@ def _drive(
         if throttle.allow():
             sent += 1
             second = int(clock())
-            if served.get(second, 0) < capacity:
+            serves = served.get(second, 0) < capacity
+            throttle.record(accepted=serves)
+            if serves:
                 served[second] = served.get(second, 0) + 1
-                throttle.accepted()
                 accepted += 1
     return sent, accepted
 
@@ -65,10 +71,8 @@ def test_a_target_serving_a_tenth_of_the_demand_receives_about_k_times_what_it_s
 def test_k_lower_throttles_harder() -> None:
     gentle, strict = _throttle(FakeClock(), k=2.0), _throttle(FakeClock(), k=1.1)
     for throttle in (gentle, strict):
-        for _ in range(100):
-            throttle.allow()
-        for _ in range(40):
-            throttle.accepted()
+        for served in [True] * 40 + [False] * 60:
+            throttle.record(accepted=served)
     assert strict.reject_probability() > gentle.reject_probability() > 0
 
 
@@ -76,7 +80,7 @@ def test_refusals_fade_as_the_window_forgets_them() -> None:
     clock = FakeClock()
     throttle = _throttle(clock)
     for _ in range(1000):  # an outage: nothing accepted
-        throttle.allow()
+        _call(throttle, served=False)
     assert throttle.reject_probability() > 0.99
     clock.advance(60)
     assert throttle.requests == 1000  # still inside the two minutes
@@ -90,11 +94,12 @@ def test_slots_leave_the_window_one_at_a_time() -> None:
     clock = FakeClock(now=0.0)
     throttle = AdaptiveThrottle(window_seconds=10, buckets=10, clock=clock)
     for _ in range(10):
-        throttle.allow()  # 1 request a second, each in its own slot
+        throttle.record(accepted=True)  # 1 call a second, each in its own slot
         clock.advance(1)
     assert throttle.requests == 9  # the first slot left the window just now
     clock.advance(3)
     assert throttle.requests == 6
+    assert throttle.accepts == 6
     clock.advance(1000)  # far past the window: everything cleared, nothing negative
     assert (throttle.requests, throttle.accepts) == (0, 0)
 
@@ -118,3 +123,10 @@ def test_nonsense_settings_are_refused() -> None:
         AdaptiveThrottle(window_seconds=0)
     with pytest.raises(ValueError):
         AdaptiveThrottle(buckets=0)
+
+
+def test_calls_in_flight_do_not_count_as_refused() -> None:
+    throttle = _throttle(FakeClock())
+    # A burst at start-up: many calls sent before any has ended.
+    assert all(throttle.allow() for _ in range(100))
+    assert throttle.requests == 0
