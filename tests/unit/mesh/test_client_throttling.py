@@ -8,6 +8,7 @@ every call is never throttled, and the setting turns throttling off.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 import grpc.aio
@@ -36,7 +37,9 @@ class _Quota:
 
     def spec(self) -> ServiceSpec:
         async def add(server: grpc.aio.Server, _: ServingContext) -> None:
-            async def take(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+            async def take(
+                request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]
+            ) -> bytes:
                 self.received += 1
                 if self.refusing:
                     await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "quota spent")
@@ -78,12 +81,13 @@ async def _call_many(client: MeshClient) -> list[grpc.aio.AioRpcError | bytes]:
 
 
 def _client_reason(error: grpc.aio.AioRpcError) -> str | None:
-    for key, value in error.trailing_metadata() or ():
+    trailers: Any = error.trailing_metadata()
+    for key, value in trailers or ():
         if key == STATUS_DETAILS_HEADER and isinstance(value, bytes):
             for detail in status_pb2.Status.FromString(value).details:
                 info = error_details_pb2.ErrorInfo()
                 if detail.Unpack(info):
-                    return info.reason
+                    return str(info.reason)
     return None
 
 
