@@ -48,6 +48,14 @@ CLIENT_THROTTLED_REASON = "CLIENT_THROTTLED"
 # Answers that say the target did not serve a call: it refused it (shed, quota), or let
 # it wait past its deadline (a queue in front of a saturated server).
 _NOT_ACCEPTED = frozenset({grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.DEADLINE_EXCEEDED})
+# The timeout an attempt was sent with, in ms: the server subtracts the time it has left
+# to learn how long the call waited unseen in its transport (blueprint.mesh.admission).
+SENT_TIMEOUT_HEADER = "x-blueprint-sent-timeout-ms"
+
+
+def _with_sent_timeout(metadata: Metadata | None, seconds: float) -> list[tuple[str, Any]]:
+    entry = (SENT_TIMEOUT_HEADER, str(round(seconds * 1000)))
+    return [*(metadata or ()), entry]
 
 
 def _error(
@@ -245,9 +253,13 @@ class CallRouter:
         load.start()
         started = time.monotonic()
         code = grpc.StatusCode.OK
+        timeout = max(0.0, deadline - started)
         try:
             return await multicallable(
-                request, timeout=max(0.0, deadline - started), metadata=metadata, **call_options
+                request,
+                timeout=timeout,
+                metadata=_with_sent_timeout(metadata, timeout),
+                **call_options,
             )
         except grpc.aio.AioRpcError as error:
             code = error.code()

@@ -13,7 +13,9 @@ given up, and they are shed first.
 A call whose deadline has passed never starts, waiting or not: nobody would
 read its answer (DEADLINE_EXCEEDED). Nor does one with less time left than its
 method takes unloaded: it would miss its deadline anyway, and on a busy server
-it is shed (its caller still listens, and backs off as told).
+it is shed (its caller still listens, and backs off as told). Nor does one that
+waited unseen in the transport longer than `interval` (known when its caller
+sent the timeout it set, as the mesh client does): it is shed.
 """
 
 from __future__ import annotations
@@ -135,8 +137,14 @@ class AdmissionGate:
         seconds = min(self._retry_max, max(self._retry_base, drain))
         return seconds * self._rng.uniform(0.5, 1.5)
 
-    async def enter(self, method: str, time_remaining: float | None) -> Verdict | Ticket:
-        """A ticket once the call may run, or why it may not."""
+    async def enter(
+        self, method: str, time_remaining: float | None, waited: float | None = None
+    ) -> Verdict | Ticket:
+        """A ticket once the call may run, or why it may not.
+
+        `waited`: how long the call sat in the transport before it got here, when its
+        caller said what timeout it sent (the mesh client does); None when unknown.
+        """
         if time_remaining is not None and time_remaining <= 0:
             self.expired_count += 1
             return Verdict.EXPIRED
@@ -149,6 +157,13 @@ class AdmissionGate:
                 return self._shed()
             self.expired_count += 1
             return Verdict.EXPIRED
+        if waited is not None and waited > self._interval:
+            # It stood in a queue nobody sees (grpc's, before any handler code: the loop
+            # lag and the gate's own queue need not show it) longer than a burst may wait:
+            # that queue is standing, and serving from its old end keeps every answer
+            # late. Shed it while its caller still listens: the queue drains at the cost
+            # of a refusal, not of a call.
+            return self._shed()
         if not self._waiters and self.in_flight < self.limit.limit:
             return self._admit(method)
         self.overloaded()  # notes the moment the queue was last empty
