@@ -48,6 +48,16 @@ async def test_a_call_whose_deadline_passed_never_starts() -> None:
     assert gate.in_flight == 0 and gate.expired_count == 2
 
 
+async def test_a_call_that_waited_unseen_longer_than_the_interval_is_shed() -> None:
+    gate = _gate(FakeClock(0), limit=4, interval_seconds=0.1, target_seconds=0.01)
+    # Room to run, but it stood 0.5 s in grpc's queue: a standing queue, served late.
+    assert await gate.enter(M, 0.5, waited=0.5) is Verdict.SHED
+    assert gate.shed_count == 1 and gate.in_flight == 0
+    fresh = await gate.enter(M, 0.95, waited=0.05)
+    unknown = await gate.enter(M, 0.5, waited=None)  # a caller that did not say
+    assert isinstance(fresh, Ticket) and isinstance(unknown, Ticket)
+
+
 async def test_in_a_burst_waiting_calls_get_freed_slots_oldest_first() -> None:
     clock = FakeClock(0)
     gate = _gate(clock, limit=1)
