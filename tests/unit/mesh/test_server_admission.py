@@ -134,16 +134,17 @@ async def test_a_call_that_says_it_waited_long_before_the_handler_is_shed(
 ) -> None:
     # Sent with 35 s, 30 s left on arrival: it stood 5 s in a queue (as the mesh client's
     # header tells; here written by hand).
+    # The first such call starts a CoDel interval; late ones after it are shed.
     stub = diag_pb2_grpc.DiagnosticsStub(roomy.channel)
+    late = ((SENT_TIMEOUT_HEADER, "35000"),)
+    roomy.servicer.release.set()
+    await stub.Work(diag_pb2.WorkRequest(), timeout=30, metadata=late)
+    await asyncio.sleep(0.2)  # past the 100 ms interval (waiting longer changes nothing)
     with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await stub.Work(
-            diag_pb2.WorkRequest(),
-            timeout=30,
-            metadata=((SENT_TIMEOUT_HEADER, "35000"),),
-        )
+        await stub.Work(diag_pb2.WorkRequest(), timeout=30, metadata=late)
     assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert was_shed(raised.value.trailing_metadata())  # type: ignore[arg-type]
-    assert roomy.servicer.started == 0
+    assert roomy.servicer.started == 1
 
 
 async def test_a_handler_whose_caller_ran_out_of_time_is_recorded_deadline_exceeded(
