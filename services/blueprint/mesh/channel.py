@@ -189,6 +189,15 @@ class CallRouter:
         )
         if delay is None or time.monotonic() + delay >= deadline:
             return None
+        throttle = self.policy.throttle
+        if (
+            error.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+            and throttle is not None
+            and throttle.reject_probability() > 0
+        ):
+            # The target refuses more calls than the throttle lets through: a retry of a
+            # refusal is the very load the throttle is there to keep away.
+            return None
         if not self.policy.budget.try_spend():
             if self._metrics is not None:
                 self._metrics.mesh.budget_exhausted.labels(self._target).inc()

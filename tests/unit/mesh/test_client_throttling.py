@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry
 from blueprint.mesh.channel import CLIENT_THROTTLED_REASON
 from blueprint.mesh.client import MeshClient
 from blueprint.mesh.discovery import MemoryRegistry
+from blueprint.mesh.errors import overloaded_status
 from blueprint.mesh.resilience.retry import STATUS_DETAILS_HEADER
 from blueprint.mesh.server import Runtime, ServiceSpec, ServingContext
 from blueprint.mesh.settings import Settings
@@ -33,6 +34,7 @@ class _Quota:
 
     def __init__(self) -> None:
         self.refusing = True
+        self.shedding = False  # refuse as an overloaded server does (RetryInfo, OVERLOADED)
         self.received = 0
 
     def spec(self) -> ServiceSpec:
@@ -41,6 +43,8 @@ class _Quota:
                 request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]
             ) -> bytes:
                 self.received += 1
+                if self.shedding:
+                    await context.abort_with_status(overloaded_status(0.001, 1))  # type: ignore[attr-defined]
                 if self.refusing:
                     await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "quota spent")
                 return b"ok"
@@ -68,11 +72,11 @@ async def quota(registry: MemoryRegistry) -> AsyncIterator[_Quota]:
     await runtime.stop()
 
 
-async def _call_many(client: MeshClient) -> list[grpc.aio.AioRpcError | bytes]:
+async def _call_many(client: MeshClient, calls: int = CALLS) -> list[grpc.aio.AioRpcError | bytes]:
     assert await client.wait_for_endpoints("quota", 5)
     take = client.channel("quota").unary_unary(TAKE)
     outcomes: list[grpc.aio.AioRpcError | bytes] = []
-    for _ in range(CALLS):
+    for _ in range(calls):
         try:
             outcomes.append(await take(b"", timeout=5))
         except grpc.aio.AioRpcError as error:
@@ -135,3 +139,32 @@ async def test_throttling_can_be_turned_off(registry: MemoryRegistry, quota: _Qu
         await client.close()
     assert quota.received == CALLS
     assert all(isinstance(o, grpc.aio.AioRpcError) and _client_reason(o) is None for o in outcomes)
+
+
+async def test_a_shed_call_is_not_retried_while_the_target_is_throttled(
+    registry: MemoryRegistry, quota: _Quota
+) -> None:
+    quota.shedding = True
+    client = MeshClient(Settings(discovery="memory"), registry)
+    try:
+        outcomes = await _call_many(client, 20)
+    finally:
+        await client.close()
+    sent = sum(
+        isinstance(o, grpc.aio.AioRpcError) and _client_reason(o) != CLIENT_THROTTLED_REASON
+        for o in outcomes
+    )
+    # Only the first call, made before anything was refused, is retried (3 attempts).
+    assert quota.received == sent + 2
+
+
+async def test_without_throttling_a_shed_call_is_retried(
+    registry: MemoryRegistry, quota: _Quota
+) -> None:
+    quota.shedding = True
+    client = MeshClient(Settings(discovery="memory", throttle_enabled=False), registry)
+    try:
+        await _call_many(client, 20)
+    finally:
+        await client.close()
+    assert quota.received == 20 * 3  # max_attempts each: shed calls are safe to repeat
