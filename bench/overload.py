@@ -14,7 +14,10 @@ Goodput is what counts: calls answered OK within their deadline, per second.
 Without shedding, every replica takes every call, each call gets 1/150th of a
 CPU and runs far past its deadline: the servers stay busy on answers nobody
 waits for. With the admission gate the replicas run about one call at a time
-and answer the rest RESOURCE_EXHAUSTED + RetryInfo at once.
+and answer the rest RESOURCE_EXHAUSTED + RetryInfo at once; grpc's own queue
+in front of the gate is kept short by shedding calls that stood in it too long
+(the mesh client says what timeout it sent; a plain client does not, so its
+calls are not judged on it).
 
 Three server configurations, each on its own pair of replicas: shedding with
 the floor lowered to 1 (the setting for handlers that hold the CPU), shedding
