@@ -4,24 +4,32 @@ Capacity and the unloaded tail are measured first, in the same run, on the
 same servers: one caller per replica is as many calls as a replica can serve
 (a CPU-bound handler on one event loop serves one at a time) without any
 queueing, so its throughput is the capacity and its p99 the unloaded p99.
-Then 300 callers, each call with a 1 s deadline, for a few seconds.
+Then 300 callers, each call with a 1 s deadline, for a few seconds, who
+together ask for 10x that capacity: each starts a call every 300 / (10 x
+capacity) seconds (at once if its previous call took longer; after a call shed
+with RetryInfo, not before the time it names). The demand is fixed, as a
+service's own callers fix it; it does not grow when failures come back faster.
 
 Goodput is what counts: calls answered OK within their deadline, per second.
 Without shedding, every replica takes every call, each call gets 1/150th of a
 CPU and runs far past its deadline: the servers stay busy on answers nobody
 waits for. With the admission gate the replicas run about one call at a time
-and answer the rest RESOURCE_EXHAUSTED + RetryInfo at once; callers come back
-when told (a caller whose call was shed waits the time RetryInfo names before its
-next call, as a well-behaved client does; after any other failure it calls again
-at once).
+and answer the rest RESOURCE_EXHAUSTED + RetryInfo at once; grpc's own queue
+in front of the gate is kept short by shedding calls that stood in it too long
+(the mesh client says what timeout it sent; a plain client does not, so its
+calls are not judged on it).
 
 Three server configurations, each on its own pair of replicas: shedding with
-the floor lowered to 1 (the setting for handlers that hold the CPU, the goal
-row), shedding with the default floor, and shedding off (what a plain server
-does). The callers are a plain round-robin client over the two addresses, so
-the figures are the servers' own (the mesh client's breakers and ejection
-react to overload too, which is another subject); it runs on the same machine,
-so on a small one it takes some of the CPU the servers are measured on.
+the floor lowered to 1 (the setting for handlers that hold the CPU), shedding
+with the default floor, and shedding off (what a plain server does). The
+callers use the mesh client with its default settings, as a service calling
+another does (balancer, retries of shed calls honouring RetryInfo, breakers,
+adaptive throttling: past a point, calls the replicas would refuse are refused
+in the client, before they cost the servers anything); the goal row is the
+mesh client against the floor of 1. One row repeats it with a plain
+round-robin client over the two addresses (no throttling, no retries), for
+comparison. The callers run on the same machine, so on a small one they take
+some of the CPU the servers are measured on.
 """
 
 from __future__ import annotations
@@ -32,7 +40,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import grpc
@@ -41,7 +49,10 @@ import grpc.aio
 from bench.common import diag_servers, percentile, print_table, progress, write_result
 from blueprint.diag.v1.diag_pb2 import WORK_KIND_CPU, WorkRequest
 from blueprint.diag.v1.diag_pb2_grpc import DiagnosticsStub
+from blueprint.mesh.client import MeshClient
+from blueprint.mesh.discovery import StaticRegistry
 from blueprint.mesh.resilience.retry import retry_info_delay
+from blueprint.mesh.settings import Settings
 
 NAME = "overload"
 GOODPUT_GOAL = 0.8  # goodput >= 80 % of measured capacity
@@ -54,6 +65,15 @@ CONFIGS: dict[str, dict[str, str]] = {
     "no shedding": {"BLUEPRINT_ADMISSION_ENABLED": "false"},
 }
 GOAL_CONFIG = "shedding, min limit 1"
+OVERLOAD = 10.0  # demand under overload, times the measured capacity
+MESH, PLAIN = "mesh client", "plain client"
+# (server configuration, client) per overload row; the first is the goal row.
+ROWS: tuple[tuple[str, str], ...] = (
+    (GOAL_CONFIG, MESH),
+    ("shedding, default floor", MESH),
+    ("no shedding", MESH),
+    (GOAL_CONFIG, PLAIN),
+)
 
 
 @dataclass(frozen=True)
@@ -65,13 +85,17 @@ class Parameters:
     capacity_seconds: float = 4.0
     warmup_seconds: float = 4.0  # of the overload: the limit and the RetryInfo delay settle
     overload_seconds: float = 6.0
-    configs: tuple[str, ...] = tuple(CONFIGS)
+    rows: tuple[tuple[str, str], ...] = ROWS
+
+    @property
+    def configs(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(config for config, _ in self.rows))
 
 
 FULL = Parameters()
 QUICK = Parameters(
     work_ms=5.0, callers=30, unloaded_seconds=0.3, capacity_seconds=0.3,
-    warmup_seconds=0.2, overload_seconds=0.5, configs=(GOAL_CONFIG,),
+    warmup_seconds=0.2, overload_seconds=0.5, rows=ROWS[:1],
 )  # fmt: skip
 
 
@@ -80,6 +104,12 @@ class Outcome:
     window_seconds: float
     latencies: list[float] = field(default_factory=list)
     codes: Counter[str] = field(default_factory=Counter)
+    client_throttled: int = 0  # of the RESOURCE_EXHAUSTED: refused by the client itself
+
+    @property
+    def offered(self) -> float:
+        """Calls asked for per second (answered, failed or refused locally)."""
+        return (len(self.latencies) + sum(self.codes.values())) / self.window_seconds
 
     @property
     def goodput(self) -> float:
@@ -95,20 +125,24 @@ class Outcome:
             "p50_ms": round(percentile(self.latencies, 50) * 1000, 1) if self.latencies else None,
             "p99_ms": round(self.p99_ms(), 1) if self.latencies else None,
             "errors_by_code": dict(self.codes),
+            "client_throttled": self.client_throttled,
+            "offered_per_second": round(self.offered, 1),
         }
 
 
 async def _drive(
     stub: Any, request: WorkRequest, callers: int, warmup: float, window: float,
-    deadline: float, rng: random.Random,
+    deadline: float, rng: random.Random, period: float = 0.0,
 ) -> Outcome:  # fmt: skip
-    """`callers` closed-loop callers; calls started inside the window are recorded."""
+    """`callers` callers, each starting a call every `period` seconds (0: as soon as the
+    previous one ends); calls started inside the window are recorded."""
     outcome = Outcome(window)
     measure_from = time.perf_counter() + warmup
     measure_until = measure_from + window
 
     async def caller() -> None:
-        await asyncio.sleep(rng.uniform(0, 0.2))  # callers do not all arrive in one tick
+        # Callers do not all arrive in one tick.
+        await asyncio.sleep(rng.uniform(0, max(0.2, period)))
         while (started := time.perf_counter()) < measure_until:
             pause = 0.0
             try:
@@ -116,27 +150,44 @@ async def _drive(
             except grpc.aio.AioRpcError as error:
                 if started >= measure_from:
                     outcome.codes[error.code().name] += 1
+                    outcome.client_throttled += "throttled by the client" in (error.details() or "")
                 told = retry_info_delay(error.trailing_metadata())  # type: ignore[arg-type]
                 pause = told if told is not None else 0.0
             else:
                 if started >= measure_from:
                     outcome.latencies.append(time.perf_counter() - started)
-            if pause:
+            pause = max(pause, started + period - time.perf_counter())
+            if pause > 0:
                 await asyncio.sleep(pause)
 
     await asyncio.gather(*(caller() for _ in range(callers)))
     return outcome
 
 
-async def _measure(addresses: list[str], params: Parameters, phases: list[str]) -> Outcome:
-    # The caller's own retries are the mesh's (budgeted, RetryInfo honoured); the balancer
-    # is the default a user gets.
+async def _measure(
+    addresses: list[str], params: Parameters, phases: list[str], client: str = PLAIN,
+    capacity: float = 0.0,
+) -> Outcome:  # fmt: skip
+    """Drive the replicas at `addresses` through each phase in turn; the last one's outcome.
+    `capacity` (calls/s) sets the overload phase's demand."""
     channels = [grpc.aio.insecure_channel(address) for address in addresses]
+    mesh: MeshClient | None = None
     request = WorkRequest(kind=WORK_KIND_CPU)
     request.duration.FromNanoseconds(round(params.work_ms * 1_000_000))
     rng = random.Random(8)
     try:
-        stub = _RoundRobin([DiagnosticsStub(channel) for channel in channels])
+        stub: Any
+        if client == MESH:
+            # Everything a user gets by default: balancer, retries, breakers, throttling.
+            endpoints = {"diag": addresses}
+            mesh = MeshClient(
+                Settings(discovery="static", static_endpoints=endpoints),
+                StaticRegistry(endpoints),
+            )
+            stub = mesh.stub("diag", DiagnosticsStub)
+            await mesh.wait_for_endpoints("diag", 10)
+        else:
+            stub = _RoundRobin([DiagnosticsStub(channel) for channel in channels])
         outcome = Outcome(0)
         for phase in phases:
             if phase == "unloaded":
@@ -148,12 +199,15 @@ async def _measure(addresses: list[str], params: Parameters, phases: list[str]) 
                     stub, request, 4 * REPLICAS, 0.5, params.capacity_seconds, 10.0, rng
                 )
             else:
+                period = params.callers / (OVERLOAD * capacity)
                 outcome = await _drive(
                     stub, request, params.callers, params.warmup_seconds,
-                    params.overload_seconds, params.deadline_seconds, rng,
+                    params.overload_seconds, params.deadline_seconds, rng, period,
                 )  # fmt: skip
         return outcome
     finally:
+        if mesh is not None:
+            await mesh.close()
         for channel in channels:
             await channel.close()
 
@@ -189,19 +243,27 @@ def run(quick: bool) -> None:
         progress("overload: unloaded and capacity (one and four callers per replica)")
         unloaded = asyncio.run(_measure(by_config[GOAL_CONFIG], params, ["unloaded"]))
         capacity = asyncio.run(_measure(by_config[GOAL_CONFIG], params, ["capacity"]))
+        capacity_rate = max(capacity.goodput, unloaded.goodput)
         overloaded: dict[str, Outcome] = {}
-        for config, addresses in by_config.items():
-            progress(f"overload: {params.callers} callers, {config}")
+        for config, client in params.rows:
+            name = f"{client}, {config}"
+            progress(f"overload: {params.callers} callers, {name}")
             # A short unloaded spell first, so each pair has seen its no-load latency.
             phases = ["overload"] if config == GOAL_CONFIG else ["unloaded", "overload"]
-            overloaded[config] = asyncio.run(
-                _measure(addresses, params if config == GOAL_CONFIG else _brief(params), phases)
+            overloaded[name] = asyncio.run(
+                _measure(
+                    by_config[config],
+                    params if config == GOAL_CONFIG else _brief(params),
+                    phases,
+                    client,
+                    capacity_rate,
+                )
             )
     _report(params, unloaded, capacity, overloaded)
 
 
 def _brief(params: Parameters) -> Parameters:
-    return Parameters(**{**asdict(params), "unloaded_seconds": 1.0})  # type: ignore[arg-type]
+    return replace(params, unloaded_seconds=1.0)
 
 
 def _report(
@@ -212,9 +274,12 @@ def _report(
 
     def row(name: str, outcome: Outcome, callers: int) -> list[str]:
         errors = ", ".join(f"{code} {count}" for code, count in outcome.codes.most_common())
+        if outcome.client_throttled:
+            errors += f" (client-throttled {outcome.client_throttled})"
         return [
-            name, str(callers), f"{outcome.goodput:.1f}", f"{outcome.goodput / capacity_rate:.2f}",
-            f"{outcome.p99_ms():.0f}", f"{outcome.p99_ms() / base_p99:.2f}", errors or "-",
+            name, str(callers), f"{outcome.offered:.0f}", f"{outcome.goodput:.1f}",
+            f"{outcome.goodput / capacity_rate:.2f}", f"{outcome.p99_ms():.0f}",
+            f"{outcome.p99_ms() / base_p99:.2f}", errors or "-",
         ]  # fmt: skip
 
     rows = [
@@ -222,20 +287,22 @@ def _report(
         row("capacity", capacity, 4 * REPLICAS),
         *(row(f"10x: {name}", outcome, params.callers) for name, outcome in overloaded.items()),
     ]
-    goal = overloaded[GOAL_CONFIG]
+    goal_row = f"{params.rows[0][1]}, {params.rows[0][0]}"
+    goal = overloaded[goal_row]
     goodput_ratio = goal.goodput / capacity_rate
     p99_ratio = goal.p99_ms() / base_p99
     met = goodput_ratio >= GOODPUT_GOAL and p99_ratio <= P99_GOAL
     print_table(
         f"Overload: {REPLICAS} diag replicas, Work CPU {params.work_ms:g} ms,"
         f" {params.deadline_seconds:g} s deadlines under overload",
-        ["load", "callers", "ok/s", "x capacity", "p99 ms", "x unloaded p99", "errors"],
+        ["load", "callers", "asked/s", "ok/s", "x capacity", "p99 ms", "x unloaded p99", "errors"],
         rows,
         [
-            "capacity: the larger of the unloaded and capacity rows' ok/s.",
+            "capacity: the larger of the unloaded and capacity rows' ok/s;"
+            f" under overload the callers ask for {OVERLOAD:g}x that (asked/s).",
             f"goodput / capacity: {goodput_ratio:.2f} (goal >= {GOODPUT_GOAL});"
             f" p99 / unloaded p99: {p99_ratio:.2f} (goal <= {P99_GOAL}):"
-            f" {'met' if met else 'NOT met'} ({GOAL_CONFIG})",
+            f" {'met' if met else 'NOT met'} ({goal_row})",
         ],
     )
     path = write_result(
@@ -246,7 +313,7 @@ def _report(
             "unloaded": unloaded.summary(),
             "capacity": capacity.summary(),
             "overload": {name: outcome.summary() for name, outcome in overloaded.items()},
-            "goal_config": GOAL_CONFIG,
+            "goal_row": goal_row,
             "goodput_to_capacity": round(goodput_ratio, 3),
             "p99_to_unloaded_p99": round(p99_ratio, 3),
             "goal_met": met,

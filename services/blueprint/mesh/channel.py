@@ -5,6 +5,7 @@ stubs this object instead of a `grpc.aio.Channel`. Its multicallables run each
 call through the client's layers, outermost first:
 
     deadline (the incoming call's, minus elapsed)  -> bulkhead (max in flight)
+    -> adaptive throttle (refuse locally while the target refuses)
     -> span + metrics + trace context              -> retry policy and budget
     -> balancer pick among healthy endpoints       -> that endpoint's warm channel
 
@@ -22,6 +23,7 @@ from typing import Any
 
 import grpc
 import grpc.aio
+from google.rpc import error_details_pb2, status_pb2
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
 from blueprint.mesh import idempotency
@@ -29,7 +31,8 @@ from blueprint.mesh.endpoint import Endpoint
 from blueprint.mesh.methods import is_idempotent
 from blueprint.mesh.pool import EndpointPool
 from blueprint.mesh.resilience import deadlines
-from blueprint.mesh.resilience.retry import RetryBudget, RetryPolicy
+from blueprint.mesh.resilience.retry import STATUS_DETAILS_HEADER, RetryBudget, RetryPolicy
+from blueprint.mesh.resilience.throttle import AdaptiveThrottle
 from blueprint.mesh.telemetry import tracing
 from blueprint.mesh.telemetry.metrics import InFlight, Metrics, in_flight
 
@@ -38,8 +41,46 @@ Deserializer = Callable[[bytes], Any] | None
 Metadata = Any  # grpc.aio.Metadata or a sequence of (key, value) pairs
 
 
-def _error(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
-    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details, None)
+# ErrorInfo reason of a call the client refused itself (adaptive throttling): the
+# target never saw it. Not the server's OVERLOADED: it was not shed, and is not retried.
+CLIENT_THROTTLED_REASON = "CLIENT_THROTTLED"
+# Answers that say the target did not serve a call: it refused it (shed, quota), or let
+# it wait past its deadline (a queue in front of a saturated server).
+_NOT_ACCEPTED = frozenset({grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.DEADLINE_EXCEEDED})
+# The timeout an attempt was sent with, in ms: the server subtracts the time it has left
+# to learn how long the call waited unseen in its transport (blueprint.mesh.admission).
+SENT_TIMEOUT_HEADER = "x-blueprint-sent-timeout-ms"
+
+
+def _with_sent_timeout(metadata: Metadata | None, seconds: float) -> list[tuple[str, Any]]:
+    entry = (SENT_TIMEOUT_HEADER, str(round(seconds * 1000)))
+    return [*(metadata or ()), entry]
+
+
+def _error(
+    code: grpc.StatusCode, details: str, trailers: grpc.aio.Metadata | None = None
+) -> grpc.aio.AioRpcError:
+    return grpc.aio.AioRpcError(
+        code, grpc.aio.Metadata(), trailers or grpc.aio.Metadata(), details, None
+    )
+
+
+def _throttled_error(target: str, throttle: AdaptiveThrottle) -> grpc.aio.AioRpcError:
+    """RESOURCE_EXHAUSTED raised in this process, marked as such in text and details."""
+    requests, accepts = throttle.requests, throttle.accepts
+    message = (
+        f"throttled by the client: {target!r} accepted {accepts} of the last {requests}"
+        " calls, so this one was not sent"
+    )
+    info = error_details_pb2.ErrorInfo(
+        reason=CLIENT_THROTTLED_REASON,
+        domain="blueprint",
+        metadata={"target": target, "requests": str(requests), "accepts": str(accepts)},
+    )
+    status = status_pb2.Status(code=grpc.StatusCode.RESOURCE_EXHAUSTED.value[0], message=message)
+    status.details.add().Pack(info)
+    trailers = grpc.aio.Metadata((STATUS_DETAILS_HEADER, status.SerializeToString()))
+    return _error(grpc.StatusCode.RESOURCE_EXHAUSTED, message, trailers)
 
 
 @dataclass(frozen=True)
@@ -51,6 +92,8 @@ class CallPolicy:
     budget: RetryBudget
     max_in_flight: int
     hedge_after: float | None = None
+    # Client-side adaptive throttling of this target; None: off.
+    throttle: AdaptiveThrottle | None = None
     # Per method path ("pkg.Service/Method"), for calls that bring no deadline.
     method_timeouts: Mapping[str, float] = field(default_factory=dict)
 
@@ -111,6 +154,11 @@ class CallRouter:
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 f"more than {self.policy.max_in_flight} calls in flight to {self._target!r}",
             )
+        throttle = self.policy.throttle
+        if throttle is not None and not throttle.allow():
+            if self._metrics is not None:
+                self._metrics.mesh.throttled.labels(self._target).inc()
+            raise _throttled_error(self._target, throttle)
         self.in_flight += 1
         if self._metrics is not None:
             if self._in_flight_gauge is None:
@@ -150,6 +198,15 @@ class CallRouter:
         )
         if delay is None or time.monotonic() + delay >= deadline:
             return None
+        throttle = self.policy.throttle
+        if (
+            error.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+            and throttle is not None
+            and throttle.reject_probability() > 0
+        ):
+            # The target refuses more calls than the throttle lets through: a retry of a
+            # refusal is the very load the throttle is there to keep away.
+            return None
         if not self.policy.budget.try_spend():
             if self._metrics is not None:
                 self._metrics.mesh.budget_exhausted.labels(self._target).inc()
@@ -160,6 +217,8 @@ class CallRouter:
 
     def _finish(self, path: str, started: float, code: grpc.StatusCode, span: Any) -> None:
         self.in_flight -= 1
+        if self.policy.throttle is not None:
+            self.policy.throttle.record(accepted=code not in _NOT_ACCEPTED)
         if self._metrics is not None:
             assert self._in_flight_gauge is not None  # bound by the call's start
             self._in_flight_gauge.value -= 1
@@ -220,9 +279,13 @@ class CallRouter:
         load.start()
         started = time.monotonic()
         code = grpc.StatusCode.OK
+        timeout = max(0.0, deadline - started)
         try:
             return await multicallable(
-                request, timeout=max(0.0, deadline - started), metadata=metadata, **call_options
+                request,
+                timeout=timeout,
+                metadata=_with_sent_timeout(metadata, timeout),
+                **call_options,
             )
         except grpc.aio.AioRpcError as error:
             code = error.code()

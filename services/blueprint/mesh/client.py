@@ -16,6 +16,7 @@ from blueprint.mesh.pool import EndpointPool
 from blueprint.mesh.resilience.breaker import BreakerConfig
 from blueprint.mesh.resilience.ejection import EjectionConfig
 from blueprint.mesh.resilience.retry import RetryBudget, RetryPolicy
+from blueprint.mesh.resilience.throttle import AdaptiveThrottle
 from blueprint.mesh.settings import Settings
 from blueprint.mesh.telemetry.metrics import Metrics
 from blueprint.mesh.view_guard import ViewGuard
@@ -36,7 +37,7 @@ def ejection_config(settings: Settings) -> EjectionConfig:
 
 
 def call_policy(settings: Settings) -> CallPolicy:
-    """A fresh policy per target: each target has its own retry budget."""
+    """A fresh policy per target: each target has its own retry budget and throttle."""
     return CallPolicy(
         default_timeout=settings.default_timeout_seconds,
         retry=RetryPolicy(
@@ -50,6 +51,11 @@ def call_policy(settings: Settings) -> CallPolicy:
         ),
         max_in_flight=settings.bulkhead_max_in_flight,
         hedge_after=settings.hedge_after_seconds,
+        throttle=AdaptiveThrottle(
+            k=settings.throttle_k, window_seconds=settings.throttle_window_seconds
+        )
+        if settings.throttle_enabled
+        else None,
         method_timeouts=settings.method_timeouts,
     )
 

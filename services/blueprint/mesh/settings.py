@@ -176,6 +176,18 @@ class Settings(BaseSettings):
     hedge_after_seconds: float | None = Field(
         default=None, gt=0, description="hedge idempotent reads after this; unset: off"
     )
+    throttle_enabled: bool = Field(
+        default=True, description="refuse calls locally while a target refuses many (SRE book)"
+    )
+    throttle_k: float = Field(
+        default=2.0,
+        ge=1,
+        le=100,
+        description="send up to K x the calls a target accepts; lower throttles harder",
+    )
+    throttle_window_seconds: float = Field(
+        default=120.0, gt=0, le=3600, description="requests and accepts are counted this long"
+    )
 
     # Telemetry
     otlp_endpoint: str | None = Field(default=None, description="OTLP/gRPC collector, host:port")

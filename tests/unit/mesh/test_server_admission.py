@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry
 
 from blueprint.diag.v1 import diag_pb2, diag_pb2_grpc
 from blueprint.mesh.admission import Admission
+from blueprint.mesh.channel import SENT_TIMEOUT_HEADER
 from blueprint.mesh.interceptors import ServerInterceptor
 from blueprint.mesh.resilience.retry import retry_info_delay, was_shed
 from blueprint.mesh.settings import Settings
@@ -126,6 +127,24 @@ async def test_a_call_over_the_limit_is_shed_with_a_time_to_come_back(one_slot: 
     )
     assert shed == 1
     assert one_slot.metrics.registry.get_sample_value("blueprint_admission_limit") == 1
+
+
+async def test_a_call_that_says_it_waited_long_before_the_handler_is_shed(
+    roomy: _Server,
+) -> None:
+    # Sent with 35 s, 30 s left on arrival: it stood 5 s in a queue (as the mesh client's
+    # header tells; here written by hand).
+    # The first such call starts a CoDel interval; late ones after it are shed.
+    stub = diag_pb2_grpc.DiagnosticsStub(roomy.channel)
+    late = ((SENT_TIMEOUT_HEADER, "35000"),)
+    roomy.servicer.release.set()
+    await stub.Work(diag_pb2.WorkRequest(), timeout=30, metadata=late)
+    await asyncio.sleep(0.2)  # past the 100 ms interval (waiting longer changes nothing)
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await stub.Work(diag_pb2.WorkRequest(), timeout=30, metadata=late)
+    assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert was_shed(raised.value.trailing_metadata())  # type: ignore[arg-type]
+    assert roomy.servicer.started == 1
 
 
 async def test_a_handler_whose_caller_ran_out_of_time_is_recorded_deadline_exceeded(

@@ -32,6 +32,9 @@ Context = grpc.aio.ServicerContext[Any, Any]
 # Infrastructure RPCs are never shed (method names as "package.Service/Method").
 _EXEMPT_PREFIXES = ("grpc.health.", "grpc.reflection.")
 # How a call ended when its caller had gone: it was too slow to be useful.
+# The header the mesh client's attempts carry (blueprint.mesh.channel.SENT_TIMEOUT_HEADER;
+# not imported: the server side does not depend on the client).
+SENT_TIMEOUT_HEADER = "x-blueprint-sent-timeout-ms"
 _CALLER_GONE = frozenset({grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED})
 
 
@@ -55,6 +58,18 @@ class _Permit:
     def release(self, latency_seconds: float, code: grpc.StatusCode) -> None:
         # The gate times the call itself, from admission: waiting is not the call's latency.
         self._gate.leave(self._ticket, dropped=code in _CALLER_GONE)
+
+
+def _waited(context: Context, remaining: float | None) -> float | None:
+    """How long the call waited before its handler: the timeout its caller sent
+    (`SENT_TIMEOUT_HEADER`, the mesh client's) minus the time it has left."""
+    if remaining is None:
+        return None
+    for key, value in context.invocation_metadata() or ():
+        if key == SENT_TIMEOUT_HEADER:
+            text = value.decode("ascii", "replace") if isinstance(value, bytes) else value
+            return int(text) / 1000 - remaining if text.isdigit() else None
+    return None
 
 
 class Admission:
@@ -100,7 +115,7 @@ class Admission:
             if remaining is not None and remaining <= 0:
                 await self._expired(method, context)
             return _UNLIMITED
-        verdict = await self.gate.enter(method, remaining)
+        verdict = await self.gate.enter(method, remaining, _waited(context, remaining))
         if isinstance(verdict, Ticket):
             return _Permit(self.gate, verdict)
         if verdict is Verdict.EXPIRED:

@@ -13,7 +13,10 @@ given up, and they are shed first.
 A call whose deadline has passed never starts, waiting or not: nobody would
 read its answer (DEADLINE_EXCEEDED). Nor does one with less time left than its
 method takes unloaded: it would miss its deadline anyway, and on a busy server
-it is shed (its caller still listens, and backs off as told).
+it is shed (its caller still listens, and backs off as told). Nor, once calls
+have kept arriving after waiting unseen in the transport longer than `interval`
+for a whole `interval` (known when callers send the timeout they set, as the
+mesh client does), does any that waited that long: it is shed.
 """
 
 from __future__ import annotations
@@ -95,6 +98,7 @@ class AdmissionGate:
         self._shed_recently = 0
         self._waiters: deque[_Waiter] = deque()
         self._last_empty = clock()
+        self._stale_since: float | None = None  # calls arrive stale since then
         self.in_flight = 0
         self.shed_count = 0
         self.expired_count = 0
@@ -135,8 +139,14 @@ class AdmissionGate:
         seconds = min(self._retry_max, max(self._retry_base, drain))
         return seconds * self._rng.uniform(0.5, 1.5)
 
-    async def enter(self, method: str, time_remaining: float | None) -> Verdict | Ticket:
-        """A ticket once the call may run, or why it may not."""
+    async def enter(
+        self, method: str, time_remaining: float | None, waited: float | None = None
+    ) -> Verdict | Ticket:
+        """A ticket once the call may run, or why it may not.
+
+        `waited`: how long the call sat in the transport before it got here, when its
+        caller said what timeout it sent (the mesh client does); None when unknown.
+        """
         if time_remaining is not None and time_remaining <= 0:
             self.expired_count += 1
             return Verdict.EXPIRED
@@ -149,6 +159,13 @@ class AdmissionGate:
                 return self._shed()
             self.expired_count += 1
             return Verdict.EXPIRED
+        if waited is not None and self._stands_unseen(waited):
+            # Calls have stood in a queue nobody sees (grpc's, before any handler code:
+            # the loop lag and the gate's own queue need not show it) longer than a burst
+            # may wait, for a whole interval: that queue is standing, and serving from
+            # its old end keeps every answer late. Shed while callers still listen: the
+            # queue drains at the cost of refusals, not of calls.
+            return self._shed()
         if not self._waiters and self.in_flight < self.limit.limit:
             return self._admit(method)
         self.overloaded()  # notes the moment the queue was last empty
@@ -186,6 +203,18 @@ class AdmissionGate:
             return self._shed()
         self.expired_count += 1
         return verdict
+
+    def _stands_unseen(self, waited: float) -> bool:
+        """CoDel on the wait before the gate: True once every call that said how long it
+        waited has waited over `interval`, for at least `interval`. One stall (a
+        neighbour on the CPU) leaves a backlog that drains within it: nothing is shed."""
+        if waited <= self._interval:
+            self._stale_since = None
+            return False
+        now = self._clock()
+        if self._stale_since is None:
+            self._stale_since = now
+        return now - self._stale_since >= self._interval
 
     def _too_late(self, method: str) -> float:
         """Time left below which the call cannot finish: its method's no-load latency.

@@ -128,6 +128,13 @@ class MeshMetrics:
             ["target"],
             registry=registry,
         )
+        self.throttled = Counter(
+            "blueprint_mesh_throttled",
+            "Calls refused by the client itself (adaptive throttling) while the target"
+            " refused or timed out many of the calls it was sent.",
+            ["target"],
+            registry=registry,
+        )
 
 
 class AdmissionMetrics:

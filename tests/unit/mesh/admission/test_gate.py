@@ -48,6 +48,26 @@ async def test_a_call_whose_deadline_passed_never_starts() -> None:
     assert gate.in_flight == 0 and gate.expired_count == 2
 
 
+async def test_calls_that_keep_arriving_late_for_an_interval_are_shed() -> None:
+    clock = FakeClock(0)
+    gate = _gate(clock, limit=4, interval_seconds=0.1, target_seconds=0.01)
+    # Room to run, but each stood 0.5 s in grpc's queue. The first is let in: one stall
+    # leaves such a backlog too, and it drains within the interval.
+    first = await gate.enter(M, 0.5, waited=0.5)
+    assert isinstance(first, Ticket)
+    gate.leave(first)
+    clock.advance(0.1)
+    # Still late a whole interval on: the queue stands.
+    assert await gate.enter(M, 0.5, waited=0.5) is Verdict.SHED
+    assert gate.shed_count == 1 and gate.in_flight == 0
+    unknown = await gate.enter(M, 0.5, waited=None)  # a caller that did not say
+    assert isinstance(unknown, Ticket)
+    # A call that came through fast: the queue drained; late ones get an interval again.
+    fresh = await gate.enter(M, 0.95, waited=0.05)
+    late = await gate.enter(M, 0.5, waited=0.5)
+    assert isinstance(fresh, Ticket) and isinstance(late, Ticket)
+
+
 async def test_in_a_burst_waiting_calls_get_freed_slots_oldest_first() -> None:
     clock = FakeClock(0)
     gate = _gate(clock, limit=1)
