@@ -9,11 +9,12 @@ processes this way.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -21,14 +22,17 @@ from pathlib import Path
 from blueprint.mesh.ready import Bound
 from blueprint.mesh.ready import read as read_ready
 
-_PR_SET_PDEATHSIG = 1
+# Linux: the kernel sends SIGTERM to a child whose parent died, so no replica outlives
+# `blueprint up` or a test run. setpriv (util-linux) sets that between fork and exec: a
+# preexec_fn would run Python in a child forked from a threaded process (grpc's
+# threads), which crashed it now and then (SIGSEGV in the child, under load).
+_SETPRIV = shutil.which("setpriv") if sys.platform.startswith("linux") else None
 
 
-def _die_with_parent() -> None:
-    # Linux: the kernel sends SIGTERM to the child if `blueprint up` itself is
-    # killed, so no replica outlives its supervisor.
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+def _dying_with_parent(argv: Sequence[str]) -> list[str]:
+    if _SETPRIV is None:
+        return list(argv)
+    return [_SETPRIV, "--pdeathsig", "TERM", "--", *argv]
 
 
 class StartFailed(Exception):
@@ -48,13 +52,12 @@ def spawn(argv: Sequence[str], env: Mapping[str, str], log_path: Path) -> subpro
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         return subprocess.Popen(
-            list(argv),
+            _dying_with_parent(argv),
             env=dict(env),
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # our signals, our order: not the terminal's Ctrl-C
-            preexec_fn=_die_with_parent if os.name == "posix" else None,
         )
 
 
