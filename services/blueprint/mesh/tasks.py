@@ -26,3 +26,12 @@ async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any]], timeout: float = 2
     _, stuck = await asyncio.wait(pending, timeout=timeout)
     for task in stuck:
         log.warning("task %s ignored cancellation; leaving it behind", task.get_name())
+
+
+def reraise_if_cancelled(error: BaseException) -> None:
+    """Raise CancelledError if the current task was asked to stop: a client library that
+    met the cancel mid-read (redis-py has) may turn it into its own error, and a loop
+    that retries on that error would then never end."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError from error

@@ -21,7 +21,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from blueprint.mesh.discovery.base import Instance, Registry
-from blueprint.mesh.tasks import cancel_and_wait
+from blueprint.mesh.tasks import cancel_and_wait, reraise_if_cancelled
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +175,7 @@ class RedisRegistry(Registry):
             try:
                 await self._renew_lease(instance)
             except RedisError as exc:
+                reraise_if_cancelled(exc)
                 # Keep serving; the lease lapses only if Redis stays away for a TTL.
                 log.warning("heartbeat for %s failed: %s", instance.instance_id, exc)
 
@@ -218,6 +219,7 @@ class RedisRegistry(Registry):
                 try:
                     current = await self.instances(service)
                 except RedisError as exc:
+                    reraise_if_cancelled(exc)
                     log.warning("discovery read for %s failed: %s", service, exc)
                 else:
                     if current != last:
@@ -252,6 +254,7 @@ class RedisRegistry(Registry):
                     for changed in self._watchers.get(message["data"], ()):
                         changed.set()
             except RedisError as exc:
+                reraise_if_cancelled(exc)
                 self._subscribed.clear()
                 log.warning("discovery notifications lost (%s); resync covers the gap", exc)
                 await asyncio.sleep(backoff)
