@@ -14,7 +14,7 @@ A call whose deadline has passed never starts, waiting or not: nobody would
 read its answer (DEADLINE_EXCEEDED). Nor does one with less time left than its
 method takes unloaded: it would miss its deadline anyway, and on a busy server
 it is shed (its caller still listens, and backs off as told). Nor, once calls
-have kept arriving after waiting unseen in the transport longer than `target`
+have kept arriving after waiting unseen in the transport longer than `interval`
 for a whole `interval` (known when callers send the timeout they set, as the
 mesh client does), does any that waited that long: it is shed.
 """
@@ -206,9 +206,9 @@ class AdmissionGate:
 
     def _stands_unseen(self, waited: float) -> bool:
         """CoDel on the wait before the gate: True once every call that said how long it
-        waited has waited over `target`, for at least `interval`. One stall (a
+        waited has waited over `interval`, for at least `interval`. One stall (a
         neighbour on the CPU) leaves a backlog that drains within it: nothing is shed."""
-        if waited <= self._target:
+        if waited <= self._interval:
             self._stale_since = None
             return False
         now = self._clock()
