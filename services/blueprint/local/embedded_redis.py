@@ -45,34 +45,44 @@ class EmbeddedRedis:
 
     def _start_on(self, executable: str, port: int, timeout: float) -> bool:
         self.port = port
-        argv = [
-            executable,
-            "--port", str(self.port),
-            "--bind", "127.0.0.1",
-            "--save", "",
-            "--appendonly", "no",
-            "--dir", str(self._work_dir),
-        ]  # fmt: skip
-        process = self._process = spawn(argv, {}, self._work_dir / "redis.log")
-        deadline = time.monotonic() + timeout
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
-        try:
-            while True:
-                try:
-                    # Ours, not another redis-server that holds the port.
-                    if client.info("server")["process_id"] == process.pid:
-                        return True
-                    self.stop()
-                    return False
-                except redis.ConnectionError:
-                    if process.poll() is not None or time.monotonic() > deadline:
-                        self.stop()
-                        return False
-                    time.sleep(0.05)
-        finally:
-            client.close()
+        self._process = launch_redis_server(executable, port, self._work_dir, timeout)
+        return self._process is not None
 
     def stop(self) -> None:
         if self._process is not None:
             stop_all([self._process], grace_seconds=5.0)
             self._process = None
+
+
+def launch_redis_server(
+    executable: str, port: int, work_dir: Path, timeout: float
+) -> subprocess.Popen[bytes] | None:
+    """A redis-server on `port` that keeps nothing on disk, once it answers; None (and
+    nothing left running) if it exited, did not answer in time, or another redis-server
+    holds the port."""
+    argv = [
+        executable,
+        "--port", str(port),
+        "--bind", "127.0.0.1",
+        "--save", "",
+        "--appendonly", "no",
+        "--dir", str(work_dir),
+    ]  # fmt: skip
+    process = spawn(argv, {}, work_dir / "redis.log")
+    deadline = time.monotonic() + timeout
+    client = redis.Redis(port=port, socket_connect_timeout=0.2)
+    try:
+        while True:
+            try:
+                # Ours, not another redis-server that holds the port.
+                if client.info("server")["process_id"] == process.pid:
+                    return process
+                break
+            except redis.ConnectionError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)  # redis-server reports readiness only by answering
+    finally:
+        client.close()
+    stop_all([process], grace_seconds=5.0)
+    return None
