@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import grpc
 import grpc.aio
@@ -315,3 +315,45 @@ def write_result(name: str, parameters: Mapping[str, object], figures: object) -
     }
     path.write_text(json.dumps(document, indent=2) + "\n")
     return path
+
+
+class RoundsParameters(Protocol):
+    concurrency: int
+    warmup_seconds: float
+    rounds: int
+    settle_seconds: float
+    duration_seconds: float
+
+
+async def interleaved_rounds(
+    name: str,
+    calls: Mapping[str, Callable[[], Awaitable[object]]],
+    params: RoundsParameters,
+    server_pids: Mapping[str, int] | None = None,
+) -> dict[str, list[Sample]]:
+    """Each mode warmed once, then `params.rounds` rounds of one closed-loop window per
+    mode, the order rotated each round: every mode meets the same machine noise, and
+    a ratio is taken between windows a second apart."""
+    modes = list(calls)
+    progress(f"{name}: warming up")
+    for mode in modes:
+        await closed_loop(
+            calls[mode],
+            concurrency=params.concurrency,
+            warmup_seconds=0,
+            duration_seconds=params.warmup_seconds,
+        )
+    samples: dict[str, list[Sample]] = {mode: [] for mode in modes}
+    for round_index in range(params.rounds):
+        progress(f"{name}: round {round_index + 1}/{params.rounds}")
+        shift = round_index % len(modes)
+        for mode in modes[shift:] + modes[:shift]:
+            sample = await closed_loop(
+                calls[mode],
+                concurrency=params.concurrency,
+                warmup_seconds=params.settle_seconds,
+                duration_seconds=params.duration_seconds,
+                server_pid=None if server_pids is None else server_pids[mode],
+            )
+            samples[mode].append(sample)
+    return samples

@@ -24,7 +24,14 @@ from dataclasses import asdict, dataclass
 import grpc.aio
 from prometheus_client import CollectorRegistry
 
-from bench.common import Sample, closed_loop, diag_servers, print_table, progress, write_result
+from bench.common import (
+    Sample,
+    diag_servers,
+    interleaved_rounds,
+    print_table,
+    progress,
+    write_result,
+)
 from blueprint.diag.v1.diag_pb2 import EchoRequest, EchoResponse
 from blueprint.diag.v1.diag_pb2_grpc import DiagnosticsStub
 from blueprint.mesh.client import MeshClient
@@ -110,34 +117,14 @@ async def _measure(addresses: dict[str, str], params: Parameters) -> dict[str, l
         mode: functools.partial(stub.Echo, request, timeout=params.timeout_seconds)
         for mode, stub in stubs.items()
     }
-    samples: dict[str, list[Sample]] = {mode: [] for mode in MODES}
     try:
         await asyncio.wait_for(raw_channel.channel_ready(), params.timeout_seconds)
         for client in clients.values():
             await client.wait_for_endpoints("diag", params.timeout_seconds)
-        progress("overhead: warming up")
-        for mode in MODES:
-            await closed_loop(
-                calls[mode],
-                concurrency=params.concurrency,
-                warmup_seconds=0,
-                duration_seconds=params.warmup_seconds,
-            )
-        for round_index in range(params.rounds):
-            progress(f"overhead: round {round_index + 1}/{params.rounds}")
-            shift = round_index % len(MODES)
-            for mode in MODES[shift:] + MODES[:shift]:
-                sample = await closed_loop(
-                    calls[mode],
-                    concurrency=params.concurrency,
-                    warmup_seconds=params.settle_seconds,
-                    duration_seconds=params.duration_seconds,
-                )
-                samples[mode].append(sample)
+        return await interleaved_rounds("overhead", {mode: calls[mode] for mode in MODES}, params)
     finally:
         await raw_channel.close(grace=None)
         await asyncio.gather(*(client.close() for client in clients.values()))
-    return samples
 
 
 def _median_figures(rounds: list[Sample], raw: list[Sample]) -> dict[str, float | int]:

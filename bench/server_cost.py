@@ -19,7 +19,14 @@ from dataclasses import asdict, dataclass
 
 import grpc.aio
 
-from bench.common import Sample, closed_loop, diag_servers, print_table, progress, write_result
+from bench.common import (
+    Sample,
+    diag_servers,
+    interleaved_rounds,
+    print_table,
+    progress,
+    write_result,
+)
 from blueprint.diag.v1.diag_pb2 import EchoRequest
 from blueprint.diag.v1.diag_pb2_grpc import DiagnosticsStub
 
@@ -72,33 +79,17 @@ async def _measure(targets: dict[str, Target], params: Parameters) -> dict[str, 
         )
         for mode, channel in channels.items()
     }
-    samples: dict[str, list[Sample]] = {mode: [] for mode in MODES}
     try:
         for channel in channels.values():
             await asyncio.wait_for(channel.channel_ready(), params.timeout_seconds)
-        progress("server: warming up")
-        for mode in MODES:
-            await closed_loop(
-                calls[mode],
-                concurrency=params.concurrency,
-                warmup_seconds=0,
-                duration_seconds=params.warmup_seconds,
-            )
-        for round_index in range(params.rounds):
-            progress(f"server: round {round_index + 1}/{params.rounds}")
-            shift = round_index % len(MODES)
-            for mode in MODES[shift:] + MODES[:shift]:
-                sample = await closed_loop(
-                    calls[mode],
-                    concurrency=params.concurrency,
-                    warmup_seconds=params.settle_seconds,
-                    duration_seconds=params.duration_seconds,
-                    server_pid=targets[mode].pid,
-                )
-                samples[mode].append(sample)
+        return await interleaved_rounds(
+            "server",
+            {mode: calls[mode] for mode in MODES},
+            params,
+            server_pids={mode: targets[mode].pid for mode in MODES},
+        )
     finally:
         await asyncio.gather(*(channel.close(grace=None) for channel in channels.values()))
-    return samples
 
 
 def _figures(rounds: list[Sample], bare: list[Sample]) -> dict[str, float | int]:
