@@ -26,7 +26,7 @@ import contextvars
 import inspect
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any, Protocol, TypeAlias
 
 import grpc
@@ -44,6 +44,7 @@ from blueprint.mesh.telemetry.metrics import InFlight, RpcMetrics, in_flight
 log = logging.getLogger(__name__)
 
 Context = grpc.aio.ServicerContext[Any, Any]
+Metadata = grpc.aio.Metadata | Sequence[tuple[str, str | bytes]]
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"  # generic in the stubs only
 
 # Server-side span status: these codes mean the server failed; the others
@@ -75,9 +76,17 @@ class Admission(Protocol):
     """Decides, before a unary handler runs, whether the call may start (load shedding,
     `mesh.admission`); it may make the call wait for a slot.
 
-    `admit` aborts the call to refuse it; the permit it returns is released once the
-    call has ended, with its latency and final status.
+    `admit_now` answers the common case without awaiting (None: not at once); `admit`
+    decides the rest, and aborts the call to refuse it. The permit either returns is
+    released once the call has ended, with its latency and final status. `governs`
+    is asked once per method, when its handler is wrapped.
     """
+
+    def governs(self, method: str) -> bool: ...
+
+    def admit_now(
+        self, method: str, remaining: float | None, metadata: Metadata | None
+    ) -> Permit | None: ...
 
     async def admit(self, method: str, context: Context) -> Permit: ...
 
@@ -109,41 +118,73 @@ def _final_code(context: Context, raised: BaseException | None) -> grpc.StatusCo
 class _Call:
     """One call in progress: what `_Method.begin` started and `_Method.end` finishes."""
 
-    __slots__ = ("context", "deadline_token", "otel_token", "permit", "span", "started")
+    __slots__ = (
+        "context",
+        "deadline_token",
+        "metadata",
+        "otel_token",
+        "permit",
+        "remaining",
+        "span",
+        "started",
+    )
 
-    def __init__(self, context: Context, started: float, deadline_token: Any) -> None:
+    def __init__(self, context: Context, started: float, remaining: float | None) -> None:
         self.context = context
         self.started = started
-        self.deadline_token = deadline_token
+        self.remaining = remaining
+        self.deadline_token = deadlines.set_incoming(remaining)
+        # Read once, for the span and admission both (grpc builds it anew on each ask).
+        self.metadata: Metadata | None = None
         self.span: trace.Span | None = None
         self.otel_token: contextvars.Token[otel_context.Context] | None = None
         self.permit: Permit | None = None
 
 
 class _Method:
-    """One method's fixed part, settled at registration: its name, whether it is traced,
-    and its metric children (bound on first use, so /metrics lists only methods called)."""
+    """One method's fixed part, settled at registration: its name, whether it is traced
+    and shed, and its metric children (bound on first use, so /metrics lists only
+    methods called)."""
 
-    __slots__ = ("_durations", "_in_flight", "_metrics", "_roots_sampled", "_tracer", "name")
+    __slots__ = (
+        "_durations",
+        "_in_flight",
+        "_metrics",
+        "_reads_metadata",
+        "_roots_sampled",
+        "_tracer",
+        "admission",
+        "name",
+    )
 
     def __init__(
-        self, path: str, tracer: Tracer | None, metrics: RpcMetrics | None, roots_sampled: bool
+        self,
+        path: str,
+        tracer: Tracer | None,
+        metrics: RpcMetrics | None,
+        roots_sampled: bool,
+        admission: Admission | None,
     ) -> None:
         self.name = path[1:]
         self._tracer = None if path.startswith(_UNTRACED_PREFIXES) else tracer
         self._roots_sampled = roots_sampled
         self._metrics = metrics
+        governed = admission is not None and admission.governs(self.name)
+        self.admission = admission if governed else None
+        self._reads_metadata = self._tracer is not None or self.admission is not None
         self._in_flight: InFlight | None = None
         self._durations: dict[grpc.StatusCode, Any] = {}
 
     def begin(self, context: Context) -> _Call:
-        call = _Call(context, time.monotonic(), deadlines.set_incoming(context.time_remaining()))
+        call = _Call(context, time.monotonic(), context.time_remaining())
+        if self._reads_metadata:
+            call.metadata = context.invocation_metadata()
         if self._metrics is not None:
             if self._in_flight is None:
                 self._in_flight = in_flight(self._metrics.server_in_flight.labels(self.name))
             self._in_flight.value += 1
         if self._tracer is not None:
-            span = self._start_span(self._tracer, context)
+            span = self._start_span(self._tracer, context, call.metadata)
             call.span = span
             if span.is_recording():
                 # use_span records the handler's exception on a span that keeps it.
@@ -151,8 +192,9 @@ class _Method:
             call.otel_token = otel_context.attach(trace.set_span_in_context(span))
         return call
 
-    def _start_span(self, tracer: Tracer, context: Context) -> trace.Span:
-        metadata = context.invocation_metadata()
+    def _start_span(
+        self, tracer: Tracer, context: Context, metadata: Metadata | None
+    ) -> trace.Span:
         parent = tracing.extract(metadata) if tracing.carries_context(metadata) else _NO_PARENT
         # The sampler's answer when it is known without asking it: most calls are
         # unsampled, and then a span is two ids, not the SDK's work.
@@ -181,10 +223,12 @@ class _Method:
         deadlines.reset_incoming(call.deadline_token)
         if call.otel_token is not None:
             otel_context.detach(call.otel_token)
-        span = call.span
+        # A span that records is a sampled one (parent-based sampling); begin attached
+        # only those that do not.
+        span = call.span if call.otel_token is None else None
         if self._metrics is not None:
             exemplar = None
-            if span is not None and span.get_span_context().trace_flags.sampled:
+            if span is not None:
                 exemplar = {"trace_id": format(span.get_span_context().trace_id, "032x")}
             assert self._in_flight is not None  # bound by the call's start
             self._in_flight.value -= 1
@@ -193,7 +237,7 @@ class _Method:
                 duration = self._metrics.server_duration.labels("grpc", self.name, code.name)
                 self._durations[code] = duration
             duration.observe(elapsed, exemplar)
-        if span is not None and span.is_recording():
+        if span is not None:
             span.set_attribute("rpc.response.status_code", code.name)
             if code in _SERVER_ERRORS:
                 span.set_status(Status(StatusCode.ERROR, code.name))
@@ -244,7 +288,7 @@ class CallWrapper:
 
     def wrap(self, path: str, handler: Handler) -> Handler:
         """`handler` for the method at `path` ("/pkg.Service/Method"), wrapped."""
-        method = _Method(path, self.tracer, self.metrics, self.roots_sampled)
+        method = _Method(path, self.tracer, self.metrics, self.roots_sampled, self.admission)
         options = {
             "request_deserializer": tolerant(handler.request_deserializer),
             "response_serializer": handler.response_serializer,
@@ -280,14 +324,17 @@ class CallWrapper:
     ) -> Any:
         # The one place for load shedding: before the handler starts; `method.end`
         # releases the permit with the call's latency and final status.
-        admission = self.admission if shed else None
+        admission = method.admission if shed else None
 
         async def handle(request: Any, context: Context) -> Any:
             call = method.begin(context)
             raised: BaseException | None = None
             try:
                 if admission is not None:
-                    call.permit = await admission.admit(method.name, context)
+                    permit = admission.admit_now(method.name, call.remaining, call.metadata)
+                    if permit is None:
+                        permit = await admission.admit(method.name, context)
+                    call.permit = permit
                 if call.otel_token is not None or call.span is None:
                     return await behaviour(decoded(request), context)
                 with trace.use_span(call.span, end_on_exit=False):

@@ -60,6 +60,16 @@ class _Admission:
     admitted: list[str] = field(default_factory=list)
     permit: _Permit = field(default_factory=_Permit)
 
+    def governs(self, method: str) -> bool:
+        return not method.startswith("grpc.health.")
+
+    def admit_now(self, method: str, remaining: float | None, metadata: object) -> _Permit | None:
+        # A refusal is never decided here: the awaiting path does it, as the real gate.
+        if self.refuse:
+            return None
+        self.admitted.append(method)
+        return self.permit
+
     async def admit(self, method: str, context: Context) -> _Permit:
         if self.refuse:
             raise _Overloaded("too busy")

@@ -13,7 +13,7 @@ DEADLINE_EXCEEDED without running, with or without shedding.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import grpc
@@ -29,6 +29,7 @@ from blueprint.mesh.telemetry.metrics import AdmissionMetrics
 __all__ = ["Admission", "AdmissionGate", "GradientLimit", "LoopLag", "Ticket", "Verdict"]
 
 Context = grpc.aio.ServicerContext[Any, Any]
+Metadata = grpc.aio.Metadata | Sequence[tuple[str, str | bytes]]
 # Infrastructure RPCs are never shed (method names as "package.Service/Method").
 _EXEMPT_PREFIXES = ("grpc.health.", "grpc.reflection.")
 # How a call ended when its caller had gone: it was too slow to be useful.
@@ -60,12 +61,12 @@ class _Permit:
         self._gate.leave(self._ticket, dropped=code in _CALLER_GONE)
 
 
-def _waited(context: Context, remaining: float | None) -> float | None:
+def _waited(metadata: Metadata | None, remaining: float | None) -> float | None:
     """How long the call waited before its handler: the timeout its caller sent
     (`SENT_TIMEOUT_HEADER`, the mesh client's) minus the time it has left."""
     if remaining is None:
         return None
-    for key, value in context.invocation_metadata() or ():
+    for key, value in metadata or ():
         if key == SENT_TIMEOUT_HEADER:
             text = value.decode("ascii", "replace") if isinstance(value, bytes) else value
             return int(text) / 1000 - remaining if text.isdigit() else None
@@ -101,21 +102,39 @@ class Admission:
             loop_busy=self.loop_lag.busy,
         )
         self._metrics = metrics
+        self._lag_started = False
         if metrics is not None:
             metrics.watch(self.gate, self.loop_lag)
 
+    def governs(self, method: str) -> bool:
+        """Whether calls to `method` ("package.Service/Method") pass this gate at all;
+        settled once per method, when its handler is wrapped."""
+        return not method.startswith(_EXEMPT_PREFIXES)
+
+    def admit_now(
+        self, method: str, remaining: float | None, metadata: Metadata | None
+    ) -> _Permit | _Unlimited | None:
+        """The common case without awaiting: a permit when the call may start at once;
+        None when it must wait or be refused, which `admit` then decides."""
+        if not self._lag_started:
+            self.loop_lag.start()  # here, not at construction: it needs the server's loop
+            self._lag_started = True
+        if not self.enabled:
+            return _UNLIMITED if remaining is None or remaining > 0 else None
+        ticket = self.gate.admit_now(method, remaining, _waited(metadata, remaining))
+        return None if ticket is None else _Permit(self.gate, ticket)
+
     async def admit(self, method: str, context: Context) -> _Permit | _Unlimited:
-        """A permit to release when the call ends; a refused call is aborted here
-        (grpc's AbortError propagates)."""
-        if method.startswith(_EXEMPT_PREFIXES):
-            return _UNLIMITED
+        """A permit to release when the call ends, once it may start; a refused call is
+        aborted here (grpc's AbortError propagates)."""
         remaining = context.time_remaining()
-        self.loop_lag.start()  # here, not at construction: it needs the server's loop
+        self.loop_lag.start()
         if not self.enabled:
             if remaining is not None and remaining <= 0:
                 await self._expired(method, context)
             return _UNLIMITED
-        verdict = await self.gate.enter(method, remaining, _waited(context, remaining))
+        waited = _waited(context.invocation_metadata(), remaining)
+        verdict = await self.gate.enter(method, remaining, waited)
         if isinstance(verdict, Ticket):
             return _Permit(self.gate, verdict)
         if verdict is Verdict.EXPIRED:

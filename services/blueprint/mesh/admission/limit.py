@@ -53,13 +53,14 @@ class MethodBaseline:
     would make overload look normal. A lower value is always taken.
     """
 
-    __slots__ = ("_current", "_period", "_previous", "_started")
+    __slots__ = ("_current", "_period", "_previous", "_started", "value")
 
     def __init__(self, period: float, now: float) -> None:
         self._period = period
         self._started = now
         self._current = math.inf
         self._previous = math.inf
+        self.value = math.inf  # min(current, previous), kept: it is read on every call
 
     def observe(self, latency: float, now: float, *, loaded: bool = False) -> None:
         if not loaded and now - self._started >= self._period:
@@ -67,11 +68,11 @@ class MethodBaseline:
             self._previous = math.inf if skipped else self._current
             self._current = math.inf
             self._started = now
-        self._current = min(self._current, latency)
-
-    @property
-    def value(self) -> float:
-        return min(self._current, self._previous)
+            self.value = self._previous
+        if latency < self._current:
+            self._current = latency
+        if latency < self.value:
+            self.value = latency
 
 
 class GradientLimit:
@@ -124,7 +125,10 @@ class GradientLimit:
     def baseline(self, method: str) -> float | None:
         """The method's no-load latency; None before its first call."""
         found = self._baselines.get(method)
-        return None if found is None or found.value == math.inf else found.value
+        if found is None:
+            return None
+        value = found.value
+        return None if value == math.inf else value
 
     def record(
         self,
@@ -148,13 +152,16 @@ class GradientLimit:
         baseline = self._baselines.get(method)
         if baseline is None:
             baseline = self._baselines[method] = MethodBaseline(self._baseline_seconds, now)
-        if not dropped:
+        if dropped:
+            self._ratios.append(math.inf)
+        else:
             baseline.observe(latency, now, loaded=queueing or loop_busy)
-        ratio = math.inf if dropped else latency / (baseline.value + self._slack)
-        self._ratios.append(ratio)
+            self._ratios.append(latency / (baseline.value + self._slack))
         self._latency_sum += latency
-        self._queueing = self._queueing or queueing or loop_busy
-        self._loop_busy = self._loop_busy or loop_busy
+        if queueing or loop_busy:
+            self._queueing = True
+            if loop_busy:
+                self._loop_busy = True
         if (
             now - self._window_started >= self._window_seconds
             and len(self._ratios) >= self._window_samples

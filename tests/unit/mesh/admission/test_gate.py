@@ -41,6 +41,24 @@ async def test_calls_under_the_limit_run_at_once() -> None:
     assert gate.in_flight == 1
 
 
+async def test_the_no_wait_path_admits_only_what_enter_would_admit_at_once() -> None:
+    clock = FakeClock(0)
+    gate = _gate(clock, limit=1, interval_seconds=0.1, target_seconds=0.01)
+    assert gate.admit_now(M, 0.0) is None  # expired: enter answers it
+    assert gate.admit_now(M, 1.0, waited=0.5) is None  # stood unseen: enter judges it
+    assert gate.in_flight == 0
+    ticket = gate.admit_now(M, 1.0, waited=0.01)
+    assert isinstance(ticket, Ticket) and gate.in_flight == 1
+    assert gate.admit_now(M, 1.0) is None  # the limit is reached: enter queues or sheds
+    clock.advance(0.02)
+    gate.leave(ticket)
+    # The method's no-load time is now known (20 ms): a call with less left cannot finish.
+    assert gate.admit_now(M, 0.015) is None
+    assert await gate.enter(M, 0.015) is Verdict.EXPIRED
+    assert isinstance(gate.admit_now(M, 0.5), Ticket)
+    assert gate.shed_count == 0
+
+
 async def test_a_call_whose_deadline_passed_never_starts() -> None:
     gate = _gate(FakeClock(0))
     assert await gate.enter(M, 0.0) is Verdict.EXPIRED
