@@ -203,6 +203,20 @@ class Sample:
     def server_cpu_us_per_call(self) -> float:
         return self.server_cpu_seconds / self.calls * 1e6 if self.calls else math.nan
 
+    @classmethod
+    def pooled(cls, samples: Sequence[Sample]) -> Sample:
+        """Windows of one mode on several processes as one, end to end: throughput is
+        the mean over the windows, latencies and CPU per call are over all their calls."""
+        pooled = cls(window_seconds=sum(s.window_seconds for s in samples))
+        for sample in samples:
+            pooled.latencies.extend(sample.latencies)
+            pooled.errors += sample.errors
+            pooled.served_by.update(sample.served_by)
+            pooled.client_cpu_seconds += sample.client_cpu_seconds
+        pooled.server_cpu_seconds = sum(s.server_cpu_seconds for s in samples)
+        pooled.latencies.sort()
+        return pooled
+
     def summary(self) -> dict[str, float | int]:
         return {
             "calls": self.calls,

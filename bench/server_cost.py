@@ -7,12 +7,19 @@ bare server is taken within each round before the median (as in mesh_overhead: m
 measured seconds apart share the machine's mood). Besides calls/s, each row gives the
 server process's CPU time per call (all its threads, from Linux schedstat): on a
 shared machine throughput swings with the neighbours, CPU per call much less.
+
+Each kind of server runs as several processes, and a round's figure for a kind is
+over all of them: two processes of the very same server, measured side by side,
+differ by up to 20 % here for the whole of their lives (where the kernel places
+their threads, their memory layout), so one process per kind would measure that
+draw rather than the server.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import statistics
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -54,14 +61,17 @@ class Parameters:
     warmup_seconds: float = 1.0  # per mode, once, before the rounds
     # Many short rounds: a ratio is taken between windows a second apart, and the
     # median of many such pairs is what a shared machine's swings move least.
-    rounds: int = 12
+    rounds: int = 8
     settle_seconds: float = 0.15
-    duration_seconds: float = 0.6
+    duration_seconds: float = 0.5
     timeout_seconds: float = 10.0
+    processes: int = 3  # per kind of server
 
 
 FULL = Parameters()
-QUICK = Parameters(warmup_seconds=0.1, rounds=1, settle_seconds=0.05, duration_seconds=0.2)
+QUICK = Parameters(
+    warmup_seconds=0.1, rounds=1, settle_seconds=0.05, duration_seconds=0.2, processes=1
+)
 
 
 @dataclass(frozen=True)
@@ -70,26 +80,45 @@ class Target:
     pid: int
 
 
-async def _measure(targets: dict[str, Target], params: Parameters) -> dict[str, list[Sample]]:
+def _process_key(mode: str, index: int) -> str:
+    return f"{mode} #{index}"
+
+
+async def _measure(targets: dict[str, list[Target]], params: Parameters) -> dict[str, list[Sample]]:
+    """Per mode, one pooled sample a round over all of that mode's processes."""
     request = EchoRequest(payload="x" * params.payload_bytes)
-    channels = {mode: grpc.aio.insecure_channel(t.address) for mode, t in targets.items()}
+    # Process-major order: a round visits every kind once before any kind again, so
+    # each kind's windows are spread over the round and meet the same swings.
+    by_key = {
+        _process_key(mode, index): targets[mode][index]
+        for index in range(params.processes)
+        for mode in MODES
+    }
+    channels = {key: grpc.aio.insecure_channel(t.address) for key, t in by_key.items()}
     calls = {
-        mode: functools.partial(
+        key: functools.partial(
             DiagnosticsStub(channel).Echo, request, timeout=params.timeout_seconds
         )
-        for mode, channel in channels.items()
+        for key, channel in channels.items()
     }
     try:
         for channel in channels.values():
             await asyncio.wait_for(channel.channel_ready(), params.timeout_seconds)
-        return await interleaved_rounds(
+        per_process = await interleaved_rounds(
             "server",
-            {mode: calls[mode] for mode in MODES},
+            calls,
             params,
-            server_pids={mode: targets[mode].pid for mode in MODES},
+            server_pids={key: target.pid for key, target in by_key.items()},
         )
     finally:
         await asyncio.gather(*(channel.close(grace=None) for channel in channels.values()))
+    return {
+        mode: [
+            Sample.pooled([per_process[_process_key(mode, i)][r] for i in range(params.processes)])
+            for r in range(params.rounds)
+        ]
+        for mode in MODES
+    }
 
 
 def _figures(rounds: list[Sample], bare: list[Sample]) -> dict[str, float | int]:
@@ -136,12 +165,13 @@ def _report(samples: dict[str, list[Sample]], params: Parameters) -> None:
     print_table(
         f"Server cost per call: Echo {params.payload_bytes} B from a raw grpc.aio client,"
         f" concurrency {params.concurrency}, {params.rounds} round(s) x"
-        f" {params.duration_seconds:g} s per server",
+        f" {params.duration_seconds:g} s per process, {params.processes} process(es) per server",
         ["server", "calls", "calls/s", "p50 ms", "p99 ms", "srv CPU us/call", "vs bare",
          "CPU vs bare", "errors"],
         rows,
         [
-            "calls: total over rounds; the rest: median over rounds, ratios taken within a round.",
+            "calls: total over rounds and processes; the rest: median over rounds of each",
+            "  round's figure over the server's processes; ratios taken within a round.",
             "srv CPU us/call: the server process's CPU time (all threads) per call.",
             f"blueprint serve (metrics + unsampled spans) / bare grpc.aio throughput: {ratio:.2f}"
             f" (goal >= {GOAL_RATIO}: {verdict})",
@@ -162,13 +192,29 @@ def _report(samples: dict[str, list[Sample]], params: Parameters) -> None:
 
 def run(quick: bool) -> None:
     params = QUICK if quick else FULL
-    progress(f"server: starting {len(SERVERS)} servers (bare grpc.aio, blueprint serve x3)")
-    envs = {instance: env for instance, env, _ in SERVERS.values()}
-    commands = {instance: cmd for instance, _, cmd in SERVERS.values() if cmd is not None}
+    progress(
+        f"server: starting {len(SERVERS)} kinds of server x {params.processes} process(es)"
+        " (bare grpc.aio, blueprint serve x3)"
+    )
+    envs = {
+        f"{instance}-{index}": env
+        for instance, env, _ in SERVERS.values()
+        for index in range(params.processes)
+    }
+    commands = {
+        f"{instance}-{index}": cmd
+        for instance, _, cmd in SERVERS.values()
+        if cmd is not None
+        for index in range(params.processes)
+    }
     with diag_servers(envs, commands) as servers:
+        processes = iter(servers)
         targets = {
-            mode: Target(server.address, server.process.pid)
-            for mode, server in zip(SERVERS, servers, strict=True)
+            mode: [
+                Target(server.address, server.process.pid)
+                for server in itertools.islice(processes, params.processes)
+            ]
+            for mode in SERVERS
         }
         samples = asyncio.run(_measure(targets, params))
     _report(samples, params)
