@@ -16,7 +16,6 @@ endpoint's breaker and outlier tracker.
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
@@ -51,10 +50,6 @@ _NOT_ACCEPTED = frozenset({grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.D
 # The timeout an attempt was sent with, in ms: the server subtracts the time it has left
 # to learn how long the call waited unseen in its transport (blueprint.mesh.admission).
 SENT_TIMEOUT_HEADER = "x-blueprint-sent-timeout-ms"
-# The header is sent only for this long after the target refused a call or let one time
-# out: only an overloaded server needs it, and per-call metadata whose value changes on
-# every call costs grpcio a good share of a small call (`make bench` overhead).
-SENT_TIMEOUT_WINDOW_SECONDS = 30.0
 
 
 def _with_sent_timeout(metadata: Metadata | None, seconds: float) -> list[tuple[str, Any]]:
@@ -132,7 +127,6 @@ class CallRouter:
         self._roots_sampled = roots_sampled
         self._metrics = metrics
         self.in_flight = 0
-        self._send_timeouts_until = -math.inf  # see SENT_TIMEOUT_WINDOW_SECONDS
         # Metric children, bound on first use: labels() per call costs a lock and a lookup.
         self._in_flight_gauge: InFlight | None = None
         self._durations: dict[tuple[str, grpc.StatusCode], Any] = {}
@@ -286,14 +280,15 @@ class CallRouter:
         started = time.monotonic()
         code = grpc.StatusCode.OK
         timeout = max(0.0, deadline - started)
-        if started < self._send_timeouts_until:
-            metadata = _with_sent_timeout(metadata, timeout)
         try:
-            return await multicallable(request, timeout=timeout, metadata=metadata, **call_options)
+            return await multicallable(
+                request,
+                timeout=timeout,
+                metadata=_with_sent_timeout(metadata, timeout),
+                **call_options,
+            )
         except grpc.aio.AioRpcError as error:
             code = error.code()
-            if code in _NOT_ACCEPTED:
-                self._send_timeouts_until = time.monotonic() + SENT_TIMEOUT_WINDOW_SECONDS
             raise
         except asyncio.CancelledError:
             code = grpc.StatusCode.CANCELLED
