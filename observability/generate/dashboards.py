@@ -506,6 +506,66 @@ def service_drilldown() -> Json:
             ),
         ],
     )
+    shedding = Row(
+        "Load shedding",
+        [
+            timeseries(
+                "Calls refused unstarted/s by method",
+                "Shed: over the adaptive concurrency limit, answered RESOURCE_EXHAUSTED with "
+                "RetryInfo. Expired: the deadline had passed, or was too short for the "
+                "method's no-load time, so the handler never ran.",
+                Query(
+                    sum_by(["rpc_method"], _rate("blueprint_admission_shed_total", *chosen)),
+                    "{{rpc_method}} shed",
+                ),
+                Query(
+                    sum_by(["rpc_method"], _rate("blueprint_admission_expired_total", *chosen)),
+                    "{{rpc_method}} expired",
+                ),
+                unit="reqps",
+                width=12,
+            ),
+            timeseries(
+                "Concurrency limit by instance",
+                "How many calls each instance runs at once before calls wait or are "
+                "shed; it falls only while calls queue and run slower than at no load.",
+                Query(
+                    _of_blueprint_processes(
+                        selector("blueprint_admission_limit", 'instance=~"$instance"'),
+                        only_serving=serving,
+                    ),
+                    "{{instance}}",
+                ),
+                width=12,
+            ),
+            timeseries(
+                "Calls waiting for a slot by instance",
+                "",
+                Query(
+                    _of_blueprint_processes(
+                        selector("blueprint_admission_waiting", 'instance=~"$instance"'),
+                        only_serving=serving,
+                    ),
+                    "{{instance}}",
+                ),
+                width=12,
+            ),
+            timeseries(
+                "Event loop lag by instance",
+                "How late the loop runs what is due: past 20 ms it counts as saturated, "
+                "and new calls are waiting unseen inside grpc.",
+                Query(
+                    _of_blueprint_processes(
+                        selector("blueprint_admission_loop_lag_seconds", 'instance=~"$instance"'),
+                        only_serving=serving,
+                    ),
+                    "{{instance}}",
+                ),
+                unit="s",
+                width=12,
+            ),
+        ],
+    )
     callers = Row(
         "Callers' view",
         [
@@ -552,7 +612,7 @@ def service_drilldown() -> Json:
         title="Blueprint / Service",
         description="One gRPC service: its methods, instances, callers and SLO burn.",
         variables=variables,
-        rows=[glance, traffic, errors, duration, saturation, callers, burn],
+        rows=[glance, traffic, errors, duration, saturation, shedding, callers, burn],
         links=[
             dashboard_link("Mesh overview", OVERVIEW_UID, keep_vars=False),
             dashboard_link("Resilience", RESILIENCE_UID, keep_vars=False),
@@ -690,6 +750,16 @@ def mesh_resilience() -> Json:
                 unit="reqps",
             ),
             timeseries(
+                "Client-throttled calls/s",
+                "Calls the client refused itself (adaptive throttling, as in Google's SRE "
+                "book) while the target refused or timed out many of those it was sent.",
+                Query(
+                    sum_by(["target"], _rate("blueprint_mesh_throttled_total", chosen)),
+                    "{{target}}",
+                ),
+                unit="reqps",
+            ),
+            timeseries(
                 "Client calls in flight",
                 "",
                 Query(f"sum by (server_address) ({CLIENT_IN_FLIGHT})", "{{server_address}}"),
@@ -739,7 +809,8 @@ def mesh_resilience() -> Json:
         uid=RESILIENCE_UID,
         title="Blueprint / Mesh resilience",
         description="What the mesh clients do for their callers: balancing, discovery, "
-        "retries and their budget, hedging, bulkheads, circuit breakers, ejection.",
+        "retries and their budget, hedging, bulkheads, throttling, circuit breakers, "
+        "ejection.",
         variables=variables,
         rows=[balancing, retries, breakers],
         links=[

@@ -84,9 +84,13 @@ def _work(milliseconds: int) -> diag_pb2.WorkRequest:
 class MeshLoad:
     """Callers through the real mesh client, on an event loop of their own thread.
 
-    The main caller is healthy. Two more are built to trip every resilience
+    The main caller is healthy. Three more are built to trip every resilience
     metric: one calls Fail(UNAVAILABLE) with a hair-trigger breaker and ejection
-    and a small retry budget; one hedges slow Work calls behind a tiny bulkhead.
+    and a small retry budget; one hedges slow Work calls behind a tiny bulkhead;
+    one sends bursts of long Work calls, more than a replica's concurrency limit
+    and its queue's patience allow, so that calls are shed and then throttled in the
+    client. The main caller also sends Work with a deadline shorter than Work takes:
+    the server answers it without running it (expired).
     """
 
     def __init__(self, redis_url: str, prefix: str, metrics: Metrics) -> None:
@@ -131,6 +135,11 @@ class MeshLoad:
                 self.outcomes[name, error.code().name] += 1
             await asyncio.sleep(pause)
 
+    async def _caller_of_bursts(self, burst: Callable[[], Awaitable[None]], pause: float) -> None:
+        while not self._stop.is_set():
+            await burst()
+            await asyncio.sleep(pause)
+
     async def _run(self) -> None:
         main = self._client()
         # Hedged calls skip the retry loop, so retries and hedges need callers of their own.
@@ -143,11 +152,25 @@ class MeshLoad:
             retry_budget_min_per_second=1,
         )
         hedging = self._client(bulkhead_max_in_flight=2, hedge_after_seconds=0.01)
+        bursting = self._client(max_attempts=1)
         try:
             await main[0].wait_for_endpoints("diag", timeout=10)
             diag = main[0].stub("diag", diag_pb2_grpc.DiagnosticsStub)
             flaky = retrying[0].stub("diag", diag_pb2_grpc.DiagnosticsStub)
             hedged = hedging[0].stub("diag", diag_pb2_grpc.DiagnosticsStub)
+            burst_stub = bursting[0].stub("diag", diag_pb2_grpc.DiagnosticsStub)
+
+            async def burst() -> None:
+                # 3x the start limit (20) per replica, each holding its slot 300 ms: the
+                # rest wait past the queue's 100 ms patience and are shed.
+                async def one() -> None:
+                    try:
+                        await burst_stub.Work(_work(300), timeout=2)
+                        self.outcomes["burst", "OK"] += 1
+                    except grpc.aio.AioRpcError as error:
+                        self.outcomes["burst", error.code().name] += 1
+
+                await asyncio.gather(*(one() for _ in range(120)))
 
             async def ticks() -> None:
                 request = diag_pb2.TicksRequest(count=3)
@@ -198,6 +221,8 @@ class MeshLoad:
                 self._caller("echo", echo, 0.01),
                 self._caller("echo", echo, 0.01),
                 self._caller("work", lambda: diag.Work(_work(20), timeout=5), 0.01),
+                self._caller("too late", lambda: diag.Work(_work(20), timeout=0.005), 0.1),
+                self._caller_of_bursts(burst, 1.0),
                 self._caller("ticks", ticks, 0.05),
                 self._caller("invalid", invalid, 0.05),
                 self._caller("unavailable", unavailable, 0.02),
@@ -207,7 +232,7 @@ class MeshLoad:
                 self._caller("shorten", shorten, 0.2),
             )
         finally:
-            for client, registry in (main, retrying, hedging):
+            for client, registry in (main, retrying, hedging, bursting):
                 await client.close()
                 await registry.close()
 
