@@ -244,32 +244,39 @@ def run(quick: bool) -> None:
     params = QUICK if quick else FULL
     progress(f"overload: starting {REPLICAS * len(params.configs)} diag servers")
     env = _servers_env(params)
-    # Six processes importing at once on a small machine: generous start-up time.
+    # Eight processes importing at once on a small machine: generous start-up time.
     with diag_servers(env, start_timeout=120) as servers:
         by_config = {
             config: [s.address for s in servers[REPLICAS * i : REPLICAS * (i + 1)]]
             for i, config in enumerate(params.configs)
         }
-        progress("overload: unloaded and capacity (one and four callers per replica)")
-        unloaded = asyncio.run(_measure(by_config[GOAL_CONFIG], params, ["unloaded"]))
-        capacity = asyncio.run(_measure(by_config[GOAL_CONFIG], params, ["capacity"]))
-        capacity_rate = max(capacity.goodput, unloaded.goodput)
-        overloaded: dict[str, Outcome] = {}
-        for config, client in params.rows:
-            name = f"{client}, {config}"
-            progress(f"overload: {params.callers} callers, {name}")
-            # A short unloaded spell first, so each pair has seen its no-load latency.
-            phases = ["overload"] if config == GOAL_CONFIG else ["unloaded", "overload"]
-            overloaded[name] = asyncio.run(
-                _measure(
-                    by_config[config],
-                    params if config == GOAL_CONFIG else _brief(params),
-                    phases,
-                    client,
-                    capacity_rate,
-                )
-            )
+        # One event loop for every phase: grpc resumes a call on the loop it began on,
+        # and one that ends after its loop closed prints a stray traceback.
+        unloaded, capacity, overloaded = asyncio.run(_phases(by_config, params))
     _report(params, unloaded, capacity, overloaded)
+
+
+async def _phases(
+    by_config: dict[str, list[str]], params: Parameters
+) -> tuple[Outcome, Outcome, dict[str, Outcome]]:
+    progress("overload: unloaded and capacity (one and four callers per replica)")
+    unloaded = await _measure(by_config[GOAL_CONFIG], params, ["unloaded"])
+    capacity = await _measure(by_config[GOAL_CONFIG], params, ["capacity"])
+    capacity_rate = max(capacity.goodput, unloaded.goodput)
+    overloaded: dict[str, Outcome] = {}
+    for config, client in params.rows:
+        name = f"{client}, {config}"
+        progress(f"overload: {params.callers} callers, {name}")
+        # A short unloaded spell first, so each pair has seen its no-load latency.
+        phases = ["overload"] if config == GOAL_CONFIG else ["unloaded", "overload"]
+        overloaded[name] = await _measure(
+            by_config[config],
+            params if config == GOAL_CONFIG else _brief(params),
+            phases,
+            client,
+            capacity_rate,
+        )
+    return unloaded, capacity, overloaded
 
 
 def _brief(params: Parameters) -> Parameters:
