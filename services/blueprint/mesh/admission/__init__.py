@@ -13,7 +13,7 @@ DEADLINE_EXCEEDED without running, with or without shedding.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -23,13 +23,13 @@ from blueprint.mesh.admission.gate import AdmissionGate, Ticket, Verdict
 from blueprint.mesh.admission.limit import GradientLimit
 from blueprint.mesh.admission.loop_lag import LoopLag
 from blueprint.mesh.errors import overloaded_status
+from blueprint.mesh.handlers import Metadata
 from blueprint.mesh.settings import Settings
 from blueprint.mesh.telemetry.metrics import AdmissionMetrics
 
 __all__ = ["Admission", "AdmissionGate", "GradientLimit", "LoopLag", "Ticket", "Verdict"]
 
 Context = grpc.aio.ServicerContext[Any, Any]
-Metadata = grpc.aio.Metadata | Sequence[tuple[str, str | bytes]]
 # Infrastructure RPCs are never shed (method names as "package.Service/Method").
 _EXEMPT_PREFIXES = ("grpc.health.", "grpc.reflection.")
 # How a call ended when its caller had gone: it was too slow to be useful.
@@ -116,9 +116,7 @@ class Admission:
     ) -> _Permit | _Unlimited | None:
         """The common case without awaiting: a permit when the call may start at once;
         None when it must wait or be refused, which `admit` then decides."""
-        if not self._lag_started:
-            self.loop_lag.start()  # here, not at construction: it needs the server's loop
-            self._lag_started = True
+        self._start_lag()
         if not self.enabled:
             return _UNLIMITED if remaining is None or remaining > 0 else None
         ticket = self.gate.admit_now(method, remaining, _waited(metadata, remaining))
@@ -128,7 +126,7 @@ class Admission:
         """A permit to release when the call ends, once it may start; a refused call is
         aborted here (grpc's AbortError propagates)."""
         remaining = context.time_remaining()
-        self.loop_lag.start()
+        self._start_lag()
         if not self.enabled:
             if remaining is not None and remaining <= 0:
                 await self._expired(method, context)
@@ -144,6 +142,12 @@ class Admission:
         status = overloaded_status(self.gate.retry_after(), self.gate.limit.limit)
         await context.abort_with_status(status)  # type: ignore[attr-defined]
         raise AssertionError("abort returned")  # grpc's abort always raises
+
+    def _start_lag(self) -> None:
+        # Here, not at construction: it needs the server's loop.
+        if not self._lag_started:
+            self.loop_lag.start()
+            self._lag_started = True
 
     async def close(self) -> None:
         await self.loop_lag.stop()

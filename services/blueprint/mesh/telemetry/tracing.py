@@ -65,7 +65,7 @@ def extract(metadata: Iterable[tuple[str, str | bytes]] | None) -> otel_context.
 def carries_context(metadata: Iterable[tuple[str, str | bytes]] | None) -> bool:
     """Whether `metadata` has a traceparent at all: most calls from outside the mesh do
     not, and then there is nothing to parse."""
-    return "traceparent" in (key for key, _ in metadata or ())
+    return any(key == "traceparent" for key, _ in metadata or ())
 
 
 def parent_of(context: otel_context.Context | None) -> trace.SpanContext:
