@@ -16,11 +16,15 @@ async def sleep_for(seconds: float) -> None:
 
 
 async def burn_cpu_for(seconds: float) -> None:
-    """Slow and busy: spins in short slices, yielding between them so the
-    server can still answer health checks, as a CPU-bound handler would."""
-    deadline = time.perf_counter() + seconds
-    while (now := time.perf_counter()) < deadline:
-        slice_end = min(deadline, now + 0.005)
-        while time.perf_counter() < slice_end:
+    """Slow and busy: spends `seconds` of the event loop thread's CPU time on this
+    call, in short slices, yielding between them so the server can still answer
+    health checks. The cost is CPU, not wall time: calls running side by side share
+    the loop and each takes longer, as calls to a CPU-bound handler do."""
+    left = seconds
+    while left > 0:
+        slice_started = time.thread_time()
+        slice_seconds = min(left, 0.005)
+        while (spent := time.thread_time() - slice_started) < slice_seconds:
             pass
+        left -= spent
         await asyncio.sleep(0)

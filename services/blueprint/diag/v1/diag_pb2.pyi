@@ -30,7 +30,9 @@ class _WorkKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_WorkKind.Val
     WORK_KIND_SLEEP: _WorkKind.ValueType  # 1
     """Await a timer: occupies the call, not the CPU."""
     WORK_KIND_CPU: _WorkKind.ValueType  # 2
-    """Spin on the CPU: occupies the process's event loop."""
+    """Spin on the CPU: spends the duration as the event loop thread's CPU time,
+    so calls running side by side on one instance each take longer.
+    """
 
 class WorkKind(_WorkKind, metaclass=_WorkKindEnumTypeWrapper):
     """How Work spends its time."""
@@ -39,7 +41,9 @@ WORK_KIND_UNSPECIFIED: WorkKind.ValueType  # 0
 WORK_KIND_SLEEP: WorkKind.ValueType  # 1
 """Await a timer: occupies the call, not the CPU."""
 WORK_KIND_CPU: WorkKind.ValueType  # 2
-"""Spin on the CPU: occupies the process's event loop."""
+"""Spin on the CPU: spends the duration as the event loop thread's CPU time,
+so calls running side by side on one instance each take longer.
+"""
 Global___WorkKind: _TypeAlias = WorkKind  # noqa: Y015
 
 @_typing.final
