@@ -104,6 +104,12 @@ class Settings(BaseSettings):
     admission_loop_busy_seconds: float = Field(
         default=0.02, gt=0, le=10, description="event-loop lag from which it has no spare time"
     )
+    admission_loop_busy_demand: float = Field(
+        default=0.75,
+        gt=0,
+        le=1,
+        description="share of time the loop's thread wants the CPU from which it has no spare time",
+    )
     admission_retry_after_max_seconds: float = Field(
         default=5.0, ge=0.05, le=300, description="longest RetryInfo delay a shed call is given"
     )

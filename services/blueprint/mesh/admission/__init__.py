@@ -83,7 +83,10 @@ class Admission:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.enabled = settings.admission_enabled
-        self.loop_lag = LoopLag(busy_seconds=settings.admission_loop_busy_seconds)
+        self.loop_lag = LoopLag(
+            busy_seconds=settings.admission_loop_busy_seconds,
+            busy_demand=settings.admission_loop_busy_demand,
+        )
         limit = GradientLimit(
             initial_limit=settings.admission_start_limit,
             min_limit=settings.admission_min_limit,

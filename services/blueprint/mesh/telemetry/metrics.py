@@ -156,6 +156,12 @@ class AdmissionMetrics:
             "How late the event loop runs what is due (smoothed); high: no spare time.",
             registry=registry,
         )
+        self.loop_demand = Gauge(
+            "blueprint_admission_loop_demand_ratio",
+            "Share of time the event loop's thread wanted the CPU, running or waiting for"
+            " a core (smoothed); near 1: no spare time.",
+            registry=registry,
+        )
         self.shed = Counter(
             "blueprint_admission_shed",
             "Calls refused unstarted with RESOURCE_EXHAUSTED + RetryInfo (overload).",
@@ -174,6 +180,7 @@ class AdmissionMetrics:
         self.limit.set_function(lambda: gate.limit.limit)
         self.waiting.set_function(lambda: gate.waiting)
         self.loop_lag.set_function(lambda: loop_lag.lag)
+        self.loop_demand.set_function(lambda: loop_lag.demand)
 
 
 class Metrics:

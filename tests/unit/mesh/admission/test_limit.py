@@ -179,3 +179,26 @@ def test_baseline_forgets_its_minimum_after_two_periods() -> None:
 def test_parameters_out_of_range_are_refused(options: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         _limit(FakeClock(0), **options)
+
+
+def test_slow_calls_on_a_loop_with_no_spare_time_lower_the_limit() -> None:
+    # Nobody waits for a slot, yet the loop's thread wants the CPU all the time: calls
+    # run side by side on one CPU and slow each other, so fewer at once is the cure.
+    clock = FakeClock()
+    limit = _limit(clock, min_limit=1)
+    _feed(limit, clock, [0.05] * 8, queueing=False)  # no-load latency: 50 ms
+    for _ in range(40):
+        clock.advance(0.03)
+        limit.record(WORK, 0.15, queueing=False, loop_busy=True)
+    assert limit.limit <= 2
+
+
+def test_the_same_slow_calls_with_spare_loop_time_leave_the_limit_alone() -> None:
+    # A slow dependency, not this process: shedding would not make it faster.
+    clock = FakeClock()
+    limit = _limit(clock, min_limit=1)
+    _feed(limit, clock, [0.05] * 8, queueing=False)
+    for _ in range(40):
+        clock.advance(0.03)
+        limit.record(WORK, 0.15, queueing=False, loop_busy=False)
+    assert limit.limit == 20
