@@ -564,6 +564,20 @@ def service_drilldown() -> Json:
                 unit="s",
                 width=12,
             ),
+            timeseries(
+                "Event loop CPU demand by instance",
+                "Share of time the loop's thread ran or waited for a core: from 0.75 it "
+                "counts as saturated even with timers on time (handlers holding the CPU).",
+                Query(
+                    _of_blueprint_processes(
+                        selector("blueprint_admission_loop_demand_ratio", 'instance=~"$instance"'),
+                        only_serving=serving,
+                    ),
+                    "{{instance}}",
+                ),
+                unit="percentunit",
+                width=12,
+            ),
         ],
     )
     callers = Row(
