@@ -8,7 +8,10 @@ the queue empties now and then, it is a burst, and a call may wait up to
 standing queue, the server is overloaded, and a call may wait only `target`.
 In that state the newest call gets the next slot (adaptive LIFO): its caller
 still has most of its deadline, while the oldest are the likeliest to have
-given up, and they are shed first.
+given up, and they are shed first. A call that says how long it stood unseen
+in the transport (the mesh client's callers do) has that much less to wait:
+its caller waits for both alike, so a burst waits `interval` in all, and one
+that has already stood longer is shed at once when no slot is free.
 
 A call whose deadline has passed never starts, waiting or not: nobody would
 read its answer (DEADLINE_EXCEEDED). Nor does one with less time left than its
@@ -43,7 +46,7 @@ class Verdict(enum.Enum):
 @dataclass(eq=False)
 class _Waiter:
     future: asyncio.Future[Verdict]
-    enqueued: float
+    enqueued: float  # when it arrived: less the time it stood unseen, when known
     start_by: float  # on the gate's clock: after this it cannot finish in time
     expires: float  # its deadline on the gate's clock; inf without one
     timer: asyncio.TimerHandle | None = field(default=None)
@@ -190,19 +193,24 @@ class AdmissionGate:
             return self._shed()
         if not self._waiters and self.in_flight < self.limit.limit:
             return self._admit(method)
-        self.overloaded()  # notes the moment the queue was last empty
+        overloaded = self.overloaded()  # also notes the moment the queue was last empty
         if self._queue_size == 0:
             return self._shed()
         now = self._clock()
+        # What it stood unseen in the transport counts against the wait it may have:
+        # the caller waits for both alike.
+        arrived = now - max(0.0, waited) if waited is not None else now
+        patience = (self._target if overloaded else self._interval) - (now - arrived)
+        if patience <= 0:
+            return self._shed()
         # The latest moment it may still start and finish in time.
         expires = math.inf if time_remaining is None else now + time_remaining
         waiter = _Waiter(
-            asyncio.get_running_loop().create_future(), now, expires - too_late, expires
+            asyncio.get_running_loop().create_future(), arrived, expires - too_late, expires
         )
         if len(self._waiters) >= self._queue_size:
             self._resolve(self._waiters.popleft(), Verdict.SHED)  # the oldest goes
         self._waiters.append(waiter)
-        patience = self._target if self.overloaded() else self._interval
         if waiter.start_by - now <= patience:
             patience = waiter.start_by - now
             # Without a no-load latency to keep in hand, the timer is the deadline itself.

@@ -86,6 +86,31 @@ async def test_calls_that_keep_arriving_late_for_an_interval_are_shed() -> None:
     assert isinstance(fresh, Ticket) and isinstance(late, Ticket)
 
 
+async def test_the_time_a_call_stood_unseen_counts_against_its_wait_for_a_slot() -> None:
+    clock = FakeClock(0)
+    gate = _gate(clock, limit=1, interval_seconds=0.1, target_seconds=0.01)
+    running = await gate.enter(M, None)
+    assert isinstance(running, Ticket)
+    # Stood 150 ms in grpc's queue: more than a burst may wait in all, and the slot is
+    # taken, so it is shed at once rather than kept waiting longer still.
+    stale = asyncio.create_task(gate.enter(M, 0.8, waited=0.15))
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert stale.done() and stale.result() is Verdict.SHED
+    assert gate.waiting == 0
+    # Stood 50 ms: it may wait the rest of the interval.
+    fresh = asyncio.create_task(gate.enter(M, 0.9, waited=0.05))
+    await _queued(gate, 1)
+    gate.leave(running)
+    assert isinstance(await fresh, Ticket)
+
+
+async def test_a_stale_call_still_takes_a_free_slot() -> None:
+    # Nothing to wait for: shedding it would only cost its caller a retry.
+    gate = _gate(FakeClock(0), limit=1, interval_seconds=0.1, target_seconds=0.01)
+    assert isinstance(await gate.enter(M, 0.8, waited=0.15), Ticket)
+
+
 async def test_in_a_burst_waiting_calls_get_freed_slots_oldest_first() -> None:
     clock = FakeClock(0)
     gate = _gate(clock, limit=1)
