@@ -26,13 +26,22 @@ from pathlib import Path
 _SCHEDSTAT = Path("/proc/thread-self/schedstat")
 
 
-def thread_demand_seconds() -> float:
-    """The calling thread's time on the CPU plus its time runnable in the run queue."""
+def _schedstat_seconds() -> float:
+    run_ns, wait_ns, *_ = _SCHEDSTAT.read_text().split()
+    return (int(run_ns) + int(wait_ns)) / 1e9
+
+
+def _pick_demand_clock() -> Callable[[], float]:
     try:
-        run_ns, wait_ns, *_ = _SCHEDSTAT.read_text().split()
-        return (int(run_ns) + int(wait_ns)) / 1e9
+        _schedstat_seconds()
     except (OSError, ValueError):  # not Linux, or schedstat compiled out
-        return time.thread_time()
+        return time.thread_time
+    return _schedstat_seconds
+
+
+# The calling thread's time on the CPU plus its time runnable in the run queue
+# (settled once: where schedstat is missing it stays missing).
+thread_demand_seconds = _pick_demand_clock()
 
 
 class LoopLag:
