@@ -62,6 +62,11 @@ _SERVER_ERRORS = frozenset(
 # Infrastructure RPCs: measured, but not traced (probes would drown real traces).
 _UNTRACED_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
 _CODES_BY_VALUE = {code.value[0]: code for code in grpc.StatusCode}
+_OK = grpc.StatusCode.OK
+_DEADLINE_EXCEEDED = grpc.StatusCode.DEADLINE_EXCEEDED
+_CANCELLED = grpc.StatusCode.CANCELLED
+_UNKNOWN = grpc.StatusCode.UNKNOWN
+_monotonic = time.monotonic
 # A call that brings no trace context starts a trace, whatever the task's context holds.
 _NO_PARENT = otel_context.Context()
 # The request as the handler gets it, refusing bytes that did not parse (mesh.decoding).
@@ -95,13 +100,13 @@ def _code_set(context: Context) -> grpc.StatusCode | None:
     """The status the handler set on the context, if any (grpc.aio may give an int)."""
     code = context.code()
     if isinstance(code, int):
-        return _CODES_BY_VALUE.get(code, grpc.StatusCode.UNKNOWN)
+        return _CODES_BY_VALUE.get(code, _UNKNOWN)
     return code
 
 
 def _final_code(context: Context, raised: BaseException | None) -> grpc.StatusCode:
     code = _code_set(context)
-    if code is not None and code is not grpc.StatusCode.OK:
+    if code is not None and code is not _OK:
         return code
     # grpc.aio ends a call whose caller gave up (deadline, cancel) by cancelling the
     # handler's task, and context.cancelled() stays False: the time left tells which.
@@ -109,10 +114,10 @@ def _final_code(context: Context, raised: BaseException | None) -> grpc.StatusCo
     expired = remaining is not None and remaining <= 0
     if raised is None:
         # An answer finished after the deadline reached nobody.
-        return grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.OK
+        return _DEADLINE_EXCEEDED if expired else _OK
     if isinstance(raised, asyncio.CancelledError) or context.cancelled():
-        return grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
-    return grpc.StatusCode.UNKNOWN
+        return _DEADLINE_EXCEEDED if expired else _CANCELLED
+    return _UNKNOWN
 
 
 class _Call:
@@ -133,7 +138,7 @@ class _Call:
         self.context = context
         self.started = started
         self.remaining = remaining
-        self.deadline_token = deadlines.set_incoming(remaining)
+        self.deadline_token = deadlines.set_incoming(remaining, now=started)
         # Read once, for the span and admission both (grpc builds it anew on each ask).
         self.metadata: Metadata | None = None
         self.span: trace.Span | None = None
@@ -150,6 +155,7 @@ class _Method:
         "_durations",
         "_in_flight",
         "_metrics",
+        "_ok_duration",
         "_reads_metadata",
         "_roots_sampled",
         "_tracer",
@@ -173,10 +179,13 @@ class _Method:
         self.admission = admission if governed else None
         self._reads_metadata = self._tracer is not None or self.admission is not None
         self._in_flight: InFlight | None = None
+        # The duration children by final status; OK's apart, as nearly every call ends so
+        # (a StatusCode's hash is computed in Python, on every lookup).
+        self._ok_duration: Any = None
         self._durations: dict[grpc.StatusCode, Any] = {}
 
     def begin(self, context: Context) -> _Call:
-        call = _Call(context, time.monotonic(), context.time_remaining())
+        call = _Call(context, _monotonic(), context.time_remaining())
         if self._reads_metadata:
             call.metadata = context.invocation_metadata()
         if self._metrics is not None:
@@ -189,13 +198,20 @@ class _Method:
             if span.is_recording():
                 # use_span records the handler's exception on a span that keeps it.
                 return call
-            call.otel_token = otel_context.attach(trace.set_span_in_context(span))
+            # Set in an empty context: a call's context starts from its caller's, not
+            # from whatever the server's task context happened to hold.
+            call.otel_token = otel_context.attach(trace.set_span_in_context(span, _NO_PARENT))
         return call
 
     def _start_span(
         self, tracer: Tracer, context: Context, metadata: Metadata | None
     ) -> trace.Span:
-        parent = tracing.extract(metadata) if tracing.carries_context(metadata) else _NO_PARENT
+        if not tracing.carries_context(metadata):
+            if not self._roots_sampled:  # the usual case when tracing is sampled down
+                return tracing.unsampled_root()
+            parent = _NO_PARENT
+        else:
+            parent = tracing.extract(metadata)
         # The sampler's answer when it is known without asking it: most calls are
         # unsampled, and then a span is two ids, not the SDK's work.
         parent_span = (
@@ -217,7 +233,7 @@ class _Method:
 
     def end(self, call: _Call, raised: BaseException | None) -> None:
         code = _final_code(call.context, raised)
-        elapsed = time.monotonic() - call.started
+        elapsed = _monotonic() - call.started
         if call.permit is not None:
             call.permit.release(elapsed, code)
         deadlines.reset_incoming(call.deadline_token)
@@ -232,10 +248,12 @@ class _Method:
                 exemplar = {"trace_id": format(span.get_span_context().trace_id, "032x")}
             assert self._in_flight is not None  # bound by the call's start
             self._in_flight.value -= 1
-            duration = self._durations.get(code)
+            duration = self._ok_duration if code is _OK else self._durations.get(code)
             if duration is None:
                 duration = self._metrics.server_duration.labels("grpc", self.name, code.name)
                 self._durations[code] = duration
+                if code is _OK:
+                    self._ok_duration = duration
             duration.observe(elapsed, exemplar)
         if span is not None:
             span.set_attribute("rpc.response.status_code", code.name)

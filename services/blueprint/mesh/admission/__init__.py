@@ -36,7 +36,8 @@ _EXEMPT_PREFIXES = ("grpc.health.", "grpc.reflection.")
 # The header the mesh client's attempts carry (blueprint.mesh.channel.SENT_TIMEOUT_HEADER;
 # not imported: the server side does not depend on the client).
 SENT_TIMEOUT_HEADER = "x-blueprint-sent-timeout-ms"
-_CALLER_GONE = frozenset({grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED})
+_DEADLINE_EXCEEDED = grpc.StatusCode.DEADLINE_EXCEEDED
+_CANCELLED = grpc.StatusCode.CANCELLED
 
 
 class _Unlimited:
@@ -58,15 +59,16 @@ class _Permit:
 
     def release(self, latency_seconds: float, code: grpc.StatusCode) -> None:
         # The gate times the call itself, from admission: waiting is not the call's latency.
-        self._gate.leave(self._ticket, dropped=code in _CALLER_GONE)
+        # (Compared by identity: a StatusCode's hash is computed in Python.)
+        self._gate.leave(self._ticket, code is _DEADLINE_EXCEEDED or code is _CANCELLED)
 
 
 def _waited(metadata: Metadata | None, remaining: float | None) -> float | None:
     """How long the call waited before its handler: the timeout its caller sent
     (`SENT_TIMEOUT_HEADER`, the mesh client's) minus the time it has left."""
-    if remaining is None:
+    if remaining is None or not metadata:
         return None
-    for key, value in metadata or ():
+    for key, value in metadata:
         if key == SENT_TIMEOUT_HEADER:
             text = value.decode("ascii", "replace") if isinstance(value, bytes) else value
             return int(text) / 1000 - remaining if text.isdigit() else None
@@ -119,7 +121,8 @@ class Admission:
     ) -> _Permit | _Unlimited | None:
         """The common case without awaiting: a permit when the call may start at once;
         None when it must wait or be refused, which `admit` then decides."""
-        self._start_lag()
+        if not self._lag_started:
+            self._start_lag()
         if not self.enabled:
             return _UNLIMITED if remaining is None or remaining > 0 else None
         ticket = self.gate.admit_now(method, remaining, _waited(metadata, remaining))

@@ -151,7 +151,10 @@ class AdmissionGate:
         """The common case, decided without awaiting: a ticket when the call may run at
         once; None when it has to wait or be refused (`enter` then decides which).
         Everything it checks, `enter` checks again; it only skips a coroutine per call."""
-        if time_remaining is not None and time_remaining <= self._too_late(method):
+        # Written out flat (no _too_late, no _admit): it runs on every call.
+        if time_remaining is not None and (
+            time_remaining <= 0 or time_remaining <= (self.limit.baseline(method) or 0.0)
+        ):
             return None
         if waited is not None:
             if waited > self._interval:
@@ -159,7 +162,8 @@ class AdmissionGate:
             self._stale_since = None  # as _stands_unseen: a fresh call ends a stale spell
         if self._waiters or self.in_flight >= self.limit.limit:
             return None
-        return self._admit(method)
+        self.in_flight += 1
+        return Ticket(method, self._clock())
 
     async def enter(
         self, method: str, time_remaining: float | None, waited: float | None = None
@@ -251,20 +255,18 @@ class AdmissionGate:
         Answering at once frees the caller; running it would burn time nobody waits for."""
         return self.limit.baseline(method) or 0.0
 
-    def leave(self, ticket: Ticket, *, dropped: bool = False) -> None:
+    def leave(self, ticket: Ticket, dropped: bool = False) -> None:
         """The call ended; `dropped` when its caller had gone (cancelled, expired)."""
         self.in_flight -= 1
+        now = self._clock()
+        queueing = bool(self._waiters)
         self.limit.record(
-            ticket.method,
-            self._clock() - ticket.started,
-            queueing=bool(self._waiters),
-            dropped=dropped,
-            loop_busy=self._loop_busy(),
+            ticket.method, now - ticket.started, queueing, dropped, self._loop_busy(), now
         )
-        if self._waiters:
+        if queueing:
             self._grant()
         else:
-            self._last_empty = self._clock()
+            self._last_empty = now
 
     def _admit(self, method: str) -> Ticket:
         self.in_flight += 1

@@ -103,7 +103,8 @@ class GradientLimit:
             raise ValueError("slack_seconds must be >= 0")
         self.min_limit = min_limit
         self.max_limit = max_limit
-        self._limit = float(initial_limit)
+        self._limit = float(initial_limit)  # moved in fractions; `limit` is what applies
+        self.limit = max(min_limit, initial_limit)  # kept, not computed: read on every call
         self._tolerance = tolerance
         self._window_seconds = window_seconds
         self._window_samples = window_samples
@@ -118,10 +119,6 @@ class GradientLimit:
         self._latency_sum = 0.0
         self.recent_latency = 0.0  # mean of the last window's latencies, seconds
 
-    @property
-    def limit(self) -> int:
-        return max(self.min_limit, int(self._limit))
-
     def baseline(self, method: str) -> float | None:
         """The method's no-load latency; None before its first call."""
         found = self._baselines.get(method)
@@ -134,12 +131,12 @@ class GradientLimit:
         self,
         method: str,
         latency: float,
-        *,
         queueing: bool,
         dropped: bool = False,
         loop_busy: bool = False,
+        now: float | None = None,
     ) -> None:
-        """One call's time in the handler.
+        """One call's time in the handler (positional: it runs on every call).
 
         `queueing`: other calls were waiting for a slot when this one ended.
         `loop_busy`: the event loop has no spare time (`loop_lag`): calls queue
@@ -147,8 +144,10 @@ class GradientLimit:
         `dropped`: the call ended without an answer because its caller had gone
         (deadline passed, cancelled); it tells that calls are too slow to be
         useful, so it counts as slower than any answer.
+        `now`: the limit's clock read just before, if the caller has it.
         """
-        now = self._clock()
+        if now is None:
+            now = self._clock()
         baseline = self._baselines.get(method)
         if baseline is None:
             baseline = self._baselines[method] = MethodBaseline(self._baseline_seconds, now)
@@ -176,10 +175,12 @@ class GradientLimit:
                 factor = max(0.5, self._tolerance / ratio)
                 # Cut from the limit in force, not its fraction: 2.9 x 0.8 must leave 2.
                 self._limit = max(float(self.min_limit), min(self._limit, self.limit) * factor)
+                self.limit = max(self.min_limit, int(self._limit))
             elif not self._loop_busy:
                 # About +1 a window when small, +10 % when large: quick to find room.
                 step = max(1.0, 0.1 * self._limit)
                 self._limit = min(float(self.max_limit), self._limit + step)
+                self.limit = max(self.min_limit, int(self._limit))
         self._window_started = now
         self._ratios.clear()
         self._latency_sum = 0.0

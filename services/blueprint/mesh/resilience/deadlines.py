@@ -21,10 +21,14 @@ _incoming_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVa
 )
 
 
-def set_incoming(time_remaining: float | None) -> contextvars.Token[float | None]:
-    """Called by the server runtime when a call starts (`context.time_remaining()`)."""
-    deadline = None if time_remaining is None else time.monotonic() + time_remaining
-    return _incoming_deadline.set(deadline)
+def set_incoming(
+    time_remaining: float | None, *, now: float | None = None
+) -> contextvars.Token[float | None]:
+    """Called by the server runtime when a call starts (`context.time_remaining()`);
+    `now`: time.monotonic() read just before, if the caller has it."""
+    if time_remaining is None:
+        return _incoming_deadline.set(None)
+    return _incoming_deadline.set((time.monotonic() if now is None else now) + time_remaining)
 
 
 def reset_incoming(token: contextvars.Token[float | None]) -> None:

@@ -65,7 +65,11 @@ def extract(metadata: Iterable[tuple[str, str | bytes]] | None) -> otel_context.
 def carries_context(metadata: Iterable[tuple[str, str | bytes]] | None) -> bool:
     """Whether `metadata` has a traceparent at all: most calls from outside the mesh do
     not, and then there is nothing to parse."""
-    return any(key == "traceparent" for key, _ in metadata or ())
+    # A plain loop: asked on every call, and a generator costs more than the search.
+    for key, _ in metadata or ():  # noqa: SIM110
+        if key == "traceparent":
+            return True
+    return False
 
 
 def parent_of(context: otel_context.Context | None) -> trace.SpanContext:
@@ -93,20 +97,26 @@ def unsampled_span(parent: trace.SpanContext, roots_sampled: bool) -> trace.NonR
         )
     if roots_sampled:
         return None
+    return unsampled_root()
+
+
+def unsampled_root() -> trace.NonRecordingSpan:
+    """A new trace's first span, not sampled: what `unsampled_span` gives a root when
+    roots are never sampled. Both ids come from one draw of random bits."""
+    bits = random.getrandbits(192)
+    trace_id, span_id = bits >> 64, bits & _SPAN_ID_MASK
+    if trace_id == INVALID_TRACE_ID or span_id == INVALID_SPAN_ID:  # once in 2^64 draws
+        trace_id, span_id = _new_trace_id(), _new_span_id()
     return trace.NonRecordingSpan(
-        trace.SpanContext(
-            _new_trace_id(),
-            _new_span_id(),
-            is_remote=False,
-            trace_flags=_UNSAMPLED_RANDOM_ROOT,
-            trace_state=trace.DEFAULT_TRACE_STATE,
-        )
+        trace.SpanContext(trace_id, span_id, False, _UNSAMPLED_RANDOM_ROOT, _DEFAULT_TRACE_STATE)
     )
 
 
 # The SDK's ids are random, and it says so in the flags (W3C trace context level 2).
 _RANDOM_TRACE_ID = trace.TraceFlags.RANDOM_TRACE_ID
 _UNSAMPLED_RANDOM_ROOT = trace.TraceFlags(trace.TraceFlags.DEFAULT | _RANDOM_TRACE_ID)
+_DEFAULT_TRACE_STATE = trace.DEFAULT_TRACE_STATE
+_SPAN_ID_MASK = (1 << 64) - 1
 
 
 def _new_span_id() -> int:
