@@ -47,6 +47,7 @@ CLIENT_THROTTLED_REASON = "CLIENT_THROTTLED"
 # Answers that say the target did not serve a call: it refused it (shed, quota), or let
 # it wait past its deadline (a queue in front of a saturated server).
 _NOT_ACCEPTED = frozenset({grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.DEADLINE_EXCEEDED})
+_OK = grpc.StatusCode.OK
 # The timeout an attempt was sent with, in ms: the server subtracts the time it has left
 # to learn how long the call waited unseen in its transport (blueprint.mesh.admission).
 SENT_TIMEOUT_HEADER = "x-blueprint-sent-timeout-ms"
@@ -129,7 +130,9 @@ class CallRouter:
         self.in_flight = 0
         # Metric children, bound on first use: labels() per call costs a lock and a lookup.
         self._in_flight_gauge: InFlight | None = None
-        self._durations: dict[tuple[str, grpc.StatusCode], Any] = {}
+        # Keyed by path for OK, by (path, code) otherwise: nearly every call is OK, and a
+        # StatusCode's hash is computed in Python.
+        self._durations: dict[str | tuple[str, grpc.StatusCode], Any] = {}
 
     # -- per call -----------------------------------------------------------------
 
@@ -168,12 +171,14 @@ class CallRouter:
         self.policy.budget.record_call()
         return time.monotonic() + seconds
 
-    async def _pick(self, key: bytes | None, tried: set[str], deadline: float) -> Endpoint:
+    def _pick_now(self, key: bytes | None, tried: set[str]) -> Endpoint | None:
         endpoint = self.pool.pick(key, tried)
         if endpoint is None and tried:
             endpoint = self.pool.pick(key)  # every endpoint tried once: any will do
-        if endpoint is not None:
-            return endpoint
+        return endpoint
+
+    async def _pick(self, key: bytes | None, tried: set[str], deadline: float) -> Endpoint:
+        """`_pick_now`, or once discovery has endpoints; call it when that found none."""
         # Startup or a full restart: wait for discovery, but never past the deadline.
         await self.pool.wait_for_endpoints(max(0.0, deadline - time.monotonic()))
         endpoint = self.pool.pick(key, tried)
@@ -218,19 +223,20 @@ class CallRouter:
     def _finish(self, path: str, started: float, code: grpc.StatusCode, span: Any) -> None:
         self.in_flight -= 1
         if self.policy.throttle is not None:
-            self.policy.throttle.record(accepted=code not in _NOT_ACCEPTED)
+            self.policy.throttle.record(accepted=code is _OK or code not in _NOT_ACCEPTED)
         if self._metrics is not None:
             assert self._in_flight_gauge is not None  # bound by the call's start
             self._in_flight_gauge.value -= 1
             exemplar = None
             if span is not None and span.get_span_context().trace_flags.sampled:
                 exemplar = {"trace_id": format(span.get_span_context().trace_id, "032x")}
-            duration = self._durations.get((path, code))
+            key = path if code is _OK else (path, code)
+            duration = self._durations.get(key)
             if duration is None:
                 duration = self._metrics.rpc.client_duration.labels(
                     "grpc", path[1:], code.name, self._target
                 )
-                self._durations[(path, code)] = duration
+                self._durations[key] = duration
             duration.observe(time.monotonic() - started, exemplar)
         if span is not None and span.is_recording():
             span.set_attribute("rpc.response.status_code", code.name)
@@ -360,7 +366,7 @@ class CallRouter:
         tried: set[str] = set()
         attempts = 0
         while True:
-            endpoint = await self._pick(key, tried, deadline)
+            endpoint = self._pick_now(key, tried) or await self._pick(key, tried, deadline)
             attempts += 1
             try:
                 return await self._attempt(
@@ -393,7 +399,7 @@ class CallRouter:
         wins. Only for idempotent calls, and each hedge spends from the retry budget."""
         assert self.policy.hedge_after is not None
         key = self._key(metadata)
-        first_endpoint = await self._pick(key, set(), deadline)
+        first_endpoint = self._pick_now(key, set()) or await self._pick(key, set(), deadline)
 
         def attempt(endpoint: Endpoint) -> asyncio.Task[Any]:
             call = self._attempt(
@@ -448,7 +454,7 @@ class CallRouter:
         try:
             metadata = self._outgoing_metadata(metadata, span)
             while True:
-                endpoint = await self._pick(key, tried, deadline)
+                endpoint = self._pick_now(key, tried) or await self._pick(key, tried, deadline)
                 attempts += 1
                 multicallable = endpoint.calls.get(path) or self._bind(
                     endpoint, kind, path, serializer, deserializer

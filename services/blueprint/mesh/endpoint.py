@@ -38,10 +38,12 @@ class Endpoint:
     channel: grpc.aio.Channel | None = None  # None in balancer tests
     # Multicallables by method path, built once per endpoint: the hot path reuses them.
     calls: dict[str, Any] = field(default_factory=dict)
+    # The instance's id, kept: it is read several times a call (the instance may be
+    # replaced by one with another serving flag, never by another instance).
+    instance_id: str = field(init=False)
 
-    @property
-    def instance_id(self) -> str:
-        return self.instance.instance_id
+    def __post_init__(self) -> None:
+        self.instance_id = self.instance.instance_id
 
     @property
     def address(self) -> str:

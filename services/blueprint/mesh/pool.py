@@ -25,6 +25,7 @@ from blueprint.mesh.telemetry.metrics import BREAKER_STATE_VALUES, MeshMetrics
 from blueprint.mesh.view_guard import ViewGuard
 
 log = logging.getLogger(__name__)
+_OK = grpc.StatusCode.OK
 
 # Channel options for mesh-internal calls. Keepalive notices a dead peer on an
 # idle connection; reconnect backoff is short because discovery, not the
@@ -274,7 +275,8 @@ class EndpointPool:
         health = self._health.get(endpoint.instance_id)
         if health is None:
             return  # discovery dropped it meanwhile
-        failed = code in ENDPOINT_FAILURES
+        # OK first: a StatusCode's hash is computed in Python, and nearly every call is OK.
+        failed = code is not _OK and code in ENDPOINT_FAILURES
         health.breaker.on_result(failed, seconds)
         if health.outlier.on_result(failed, may_eject=self._may_eject):
             self._impaired.add(endpoint.instance_id)
