@@ -420,8 +420,13 @@ class WrappingServer(grpc.aio.Server):
     """A `grpc.aio.Server` whose registered handlers come out wrapped by `wrapper`.
 
     Generated `add_*_to_server` functions register a service twice, as a generic
-    handler and as registered method handlers; both get the same wrapped handler.
-    Everything else is the server's own.
+    handler and as registered method handlers. Only the generic handler reaches
+    grpc: its asyncio server (grpcio 1.85) accepts calls to registered methods in
+    one task per method and pays a task and an `asyncio.wait` per call for them
+    (grpc/grpc#43461); for diag's methods alone that was 30,000 more instructions
+    a call (`python -m bench.instructions`), for health's three 15,000. A service
+    registered only through `add_registered_method_handlers` gets a generic
+    handler instead. Everything else is the server's own.
     """
 
     def __init__(self, server: grpc.aio.Server, wrapper: CallWrapper) -> None:
@@ -429,6 +434,8 @@ class WrappingServer(grpc.aio.Server):
         self._wrapper = wrapper
         # path -> (the handler registered, its wrapped form)
         self._wrapped: dict[str, tuple[Handler, Handler]] = {}
+        # Services that grpc already serves through a generic handler of its own table.
+        self._generic_services: set[str] = set()
 
     def wrapped(self, path: str, handler: Handler) -> Handler:
         known = self._wrapped.get(path)
@@ -453,18 +460,18 @@ class WrappingServer(grpc.aio.Server):
         if not (isinstance(service, str) and isinstance(table, dict)):
             return _WrappedGenericHandler(handler, self)
         prefix = f"/{service}/"
+        self._generic_services.add(service)
         return grpc.method_handlers_generic_handler(
             service,
             {path.removeprefix(prefix): self.wrapped(path, h) for path, h in table.items()},
         )
 
     def add_registered_method_handlers(self, service_name: str, method_handlers: Any) -> None:
-        self.server.add_registered_method_handlers(  # type: ignore[attr-defined]
-            service_name,
-            {
-                name: self.wrapped(f"/{service_name}/{name}", handler)
-                for name, handler in method_handlers.items()
-            },
+        # Served through a generic handler, never grpc's registered methods (see above).
+        if service_name in self._generic_services:
+            return
+        self.add_generic_rpc_handlers(
+            [grpc.method_handlers_generic_handler(service_name, method_handlers)]
         )
 
     def add_insecure_port(self, address: str) -> int:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 import grpc.aio
@@ -227,3 +228,63 @@ async def test_a_sampled_parent_is_recorded_even_when_roots_are_not(unsampled: _
     assert span.parent is not None and span.parent.span_id == 0xB7AD6B7169203331
     assert span.attributes is not None
     assert span.attributes["rpc.response.status_code"] == "OK"
+
+
+class _Recording:
+    """The real server, noting which of grpc's registration paths each service took."""
+
+    def __init__(self) -> None:
+        self.inner = grpc.aio.server()
+        self.generic: list[str] = []
+        self.registered: list[str] = []
+
+    def add_generic_rpc_handlers(self, handlers: Any) -> None:
+        self.generic.extend(getattr(h, "_name", "?") for h in handlers)
+        self.inner.add_generic_rpc_handlers(handlers)
+
+    def add_registered_method_handlers(self, service_name: str, handlers: Any) -> None:
+        self.registered.append(service_name)
+        self.inner.add_registered_method_handlers(service_name, handlers)  # type: ignore[attr-defined]
+
+
+async def test_services_reach_grpc_as_generic_handlers_only_and_still_answer() -> None:
+    recording = _Recording()
+    wrapper = CallWrapper(None, RpcMetrics(registry := CollectorRegistry()))
+    server = WrappingServer(recording, wrapper)  # type: ignore[arg-type]
+    # Generated code registers both ways; a hand-made service only the registered way.
+    diag_pb2_grpc.add_DiagnosticsServicer_to_server(_SpanEcho(), server)
+    handler = grpc.unary_unary_rpc_method_handler(
+        _SpanEcho().Echo,
+        request_deserializer=diag_pb2.EchoRequest.FromString,
+        response_serializer=diag_pb2.EchoResponse.SerializeToString,
+    )
+    server.add_registered_method_handlers("test.Hand", {"Made": handler})
+    assert recording.registered == []  # grpc.aio's slow path for registered methods
+    assert recording.generic == ["blueprint.diag.v1.Diagnostics", "test.Hand"]
+
+    port = recording.inner.add_insecure_port("127.0.0.1:0")
+    await recording.inner.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            await diag_pb2_grpc.DiagnosticsStub(channel).Echo(diag_pb2.EchoRequest(), timeout=5)
+            made = channel.unary_unary(
+                "/test.Hand/Made",
+                request_serializer=diag_pb2.EchoRequest.SerializeToString,
+                response_deserializer=diag_pb2.EchoResponse.FromString,
+            )
+            await made(diag_pb2.EchoRequest(), timeout=5)
+        for method in (ECHO, "test.Hand/Made"):  # both wrapped: measured
+            labels = {"rpc_system_name": "grpc", "rpc_method": method}
+            await eventually(
+                lambda labels=labels: (
+                    registry.get_sample_value(  # type: ignore[misc]
+                        "rpc_server_call_duration_seconds_count",
+                        {**labels, "rpc_response_status_code": "OK"},
+                    )
+                    == 1
+                ),
+                10,
+                f"{method} measured",
+            )
+    finally:
+        await recording.inner.stop(None)
