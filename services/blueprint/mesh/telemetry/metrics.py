@@ -12,7 +12,9 @@ import functools
 import weakref
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
+
+from blueprint.mesh.telemetry.loop_histogram import LoopHistogram
 
 # OpenTelemetry's recommended boundaries for RPC durations, in seconds.
 RPC_DURATION_BUCKETS = (
@@ -30,12 +32,13 @@ class RpcMetrics:
     """Server- and client-side call metrics; one instance per registry."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.server_duration = Histogram(
+        # Observed on every call: counted without locks (loop_histogram).
+        self.server_duration = LoopHistogram(
             "rpc_server_call_duration_seconds",
             "Duration of incoming RPCs (OpenTelemetry rpc.server.call.duration).",
             ["rpc_system_name", "rpc_method", "rpc_response_status_code"],
-            buckets=RPC_DURATION_BUCKETS,
-            registry=registry,
+            RPC_DURATION_BUCKETS,
+            registry,
         )
         self.server_in_flight = Gauge(
             "rpc_server_calls_in_flight",
@@ -43,12 +46,12 @@ class RpcMetrics:
             ["rpc_method"],
             registry=registry,
         )
-        self.client_duration = Histogram(
+        self.client_duration = LoopHistogram(
             "rpc_client_call_duration_seconds",
             "Duration of outgoing RPCs, retries included (OpenTelemetry rpc.client.call.duration).",
             ["rpc_system_name", "rpc_method", "rpc_response_status_code", "server_address"],
-            buckets=RPC_DURATION_BUCKETS,
-            registry=registry,
+            RPC_DURATION_BUCKETS,
+            registry,
         )
         self.client_in_flight = Gauge(
             "rpc_client_calls_in_flight",
