@@ -36,7 +36,13 @@ from support.waiting import eventually
 
 pytestmark = pytest.mark.redis
 
-CALLERS = 16
+# Below what the two survivors admit at once at their floor (2 x admission_min_limit 8):
+# a loaded machine drives each replica's limit to that floor, and 16 callers then sat
+# exactly at it, so a retried burst after the kill could be shed three times over
+# (RESOURCE_EXHAUSTED, seen once in CI; not reproduced in six runs here, three of them
+# beside stress-ng). What is measured here is the kill, not
+# overload; tests/e2e/test_overload.py measures shedding.
+CALLERS = 12
 REPLICAS = 3
 SHORTEN = "blueprint.shortener.v1.Shortener/Shorten"
 
