@@ -47,7 +47,6 @@ class _MetadataSetter(Setter[list[tuple[str, str | bytes]]]):
         carrier.append((key, value))
 
 
-_EMPTY = otel_context.Context()
 _GETTER = _MetadataGetter()
 _SETTER = _MetadataSetter()
 
